@@ -1,0 +1,170 @@
+"""Hugging Face views of a SentencePiece BPE model: `tokenizer.json` built from the proto, the
+tokenizer directory that `AutoTokenizer.from_pretrained` loads, and one loader for every stage.
+
+Why not let transformers convert `tokenizer.model` itself: transformers 5.x orders BPE merges by
+piece id, not by score, and so disagrees with sentencepiece on many lines even for unmodified
+LLaMA-2. Here merges are ranked by the score of the piece they produce, which is exactly
+sentencepiece's rule (highest-scoring adjacent pair first, leftmost on ties); with distinct scores
+the two implementations agree id for id (tested on the real corpora).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from langgraft.errors import UserError
+from langgraft.tokenizer.spmodel import (
+    BYTE,
+    CONTROL,
+    NORMAL,
+    UNKNOWN,
+    USER_DEFINED,
+    WS,
+    ModelProto,
+    load_proto,
+    save_proto,
+)
+
+
+def bpe_vocab_and_merges(proto: ModelProto) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Vocabulary {piece: id} and merges ranked as sentencepiece applies them."""
+    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+    ranked: list[tuple[float, int, int, str, str]] = []
+    for i, p in enumerate(proto.pieces):
+        if p.type != NORMAL or len(p.piece) < 2:
+            continue
+        for cut in range(1, len(p.piece)):
+            left, right = p.piece[:cut], p.piece[cut:]
+            if left in vocab and right in vocab:
+                ranked.append((-p.score, i, cut, left, right))
+    ranked.sort()
+    return vocab, [(left, right) for *_, left, right in ranked]
+
+
+def build_fast_tokenizer(proto: ModelProto) -> Any:
+    """A `tokenizers.Tokenizer` equivalent to the sentencepiece model (LLaMA conventions)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+
+    vocab, merges = bpe_vocab_and_merges(proto)
+    ts = proto.trainer_spec
+    unk = proto.pieces[ts.unk_id].piece
+    tok = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=merges,
+            unk_token=unk,
+            fuse_unk=True,
+            byte_fallback=True,
+            dropout=None,
+        )
+    )
+    steps = []
+    if proto.normalizer_spec.add_dummy_prefix:
+        steps.append(normalizers.Prepend(WS))
+    steps.append(normalizers.Replace(" ", WS))
+    tok.normalizer = normalizers.Sequence(steps)
+    decode = [decoders.Replace(WS, " "), decoders.ByteFallback(), decoders.Fuse()]
+    if proto.normalizer_spec.add_dummy_prefix:
+        decode.append(decoders.Strip(content=" ", left=1, right=0))
+    tok.decoder = decoders.Sequence(decode)
+    specials = [
+        AddedToken(p.piece, special=True, normalized=False)
+        for p in proto.pieces
+        if p.type in (CONTROL, UNKNOWN)
+    ]
+    tok.add_special_tokens(specials)
+    user = [
+        AddedToken(p.piece, special=False, normalized=False)
+        for p in proto.pieces
+        if p.type == USER_DEFINED
+    ]
+    if user:
+        tok.add_tokens(user)
+    if ts.bos_id >= 0:
+        bos = proto.pieces[ts.bos_id].piece
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos}:0 $A:0",
+            pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+            special_tokens=[(bos, ts.bos_id)],
+        )
+    return tok
+
+
+def _special(proto: ModelProto, idx: int) -> str | None:
+    return proto.pieces[idx].piece if 0 <= idx < len(proto.pieces) else None
+
+
+def write_hf_tokenizer(proto: ModelProto, out_dir: str | Path, model_max_length: int = 4096) -> None:
+    """Write tokenizer.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_proto(proto, out / "tokenizer.model")
+    build_fast_tokenizer(proto).save(str(out / "tokenizer.json"))
+    ts = proto.trainer_spec
+    specials = {
+        "bos_token": _special(proto, ts.bos_id),
+        "eos_token": _special(proto, ts.eos_id),
+        "unk_token": _special(proto, ts.unk_id),
+    }
+    specials = {k: v for k, v in specials.items() if v is not None}
+    added = {
+        str(i): {
+            "content": p.piece,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, p in enumerate(proto.pieces)
+        if p.type in (CONTROL, UNKNOWN)
+    }
+    config = {
+        # The generic class loads tokenizer.json verbatim. LlamaTokenizer in transformers 5.x
+        # rebuilds the pre-tokenizer in code, which we do not want to depend on.
+        "tokenizer_class": "TokenizersBackend",
+        **specials,
+        "pad_token": None,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        # Raw text such as WikiText's literal "<unk>" must stay text, as in sentencepiece.
+        "split_special_tokens": True,
+        "model_max_length": model_max_length,
+        "added_tokens_decoder": added,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2, ensure_ascii=False))
+
+
+def load_tokenizer(src: str | Path) -> Any:
+    """The one way every stage loads a tokenizer: a HF directory or a bare `tokenizer.model`.
+
+    A directory with `tokenizer.json` is loaded with `AutoTokenizer` (local files only). A bare
+    SentencePiece file gets a fast tokenizer built from its proto (never transformers' own
+    conversion, which disagrees with sentencepiece; see the module docstring).
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = Path(src)
+    if p.is_dir() and (p / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    proto = load_proto(p)
+    ts = proto.trainer_spec
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=build_fast_tokenizer(proto),
+        bos_token=_special(proto, ts.bos_id),
+        eos_token=_special(proto, ts.eos_id),
+        unk_token=_special(proto, ts.unk_id),
+        split_special_tokens=True,
+        clean_up_tokenization_spaces=False,
+    )
+    if not len(tok):
+        raise UserError(f"{p}: tokenizer has an empty vocabulary")
+    return tok
+
+
+def byte_piece_ids(proto: ModelProto) -> list[int]:
+    return [i for i, p in enumerate(proto.pieces) if p.type == BYTE]
