@@ -1,0 +1,22 @@
+"""Shared fixtures. Real data is read in place from ../shared/data (never copied)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data; a missing copy is a failure, not a skip (real-data tests must run)."""
+    assert (SHARED_DATA / "SOURCES.md").is_file(), f"shared data not found at {SHARED_DATA}"
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def llama2_model(shared_data: Path) -> Path:
+    return shared_data / "tokenizers" / "llama2" / "tokenizer.model"
