@@ -89,6 +89,8 @@ def build_fast_tokenizer(proto: ModelProto) -> Any:
             pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
             special_tokens=[(bos, ts.bos_id)],
         )
+    # Raw text such as WikiText's literal "<unk>" stays text, as in sentencepiece.
+    tok.encode_special_tokens = True
     return tok
 
 
@@ -96,7 +98,9 @@ def _special(proto: ModelProto, idx: int) -> str | None:
     return proto.pieces[idx].piece if 0 <= idx < len(proto.pieces) else None
 
 
-def write_hf_tokenizer(proto: ModelProto, out_dir: str | Path, model_max_length: int = 4096) -> None:
+def write_hf_tokenizer(
+    proto: ModelProto, out_dir: str | Path, model_max_length: int = 4096
+) -> None:
     """Write tokenizer.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

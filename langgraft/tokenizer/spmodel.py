@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from langgraft.errors import UserError
-
 # Colossal forced the pure-python protobuf backend for these edits; protobuf>=4's upb backend works.
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+from langgraft.errors import UserError
 
 ModelProto = sp_pb2.ModelProto
 Piece = sp_pb2.ModelProto.SentencePiece
@@ -88,4 +88,3 @@ def min_regular_score(proto: ModelProto) -> float:
 
 def piece_index(proto: ModelProto) -> dict[str, int]:
     return {p.piece: i for i, p in enumerate(proto.pieces)}
-

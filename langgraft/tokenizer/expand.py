@@ -1,0 +1,333 @@
+"""`langgraft tokenizer expand`: add pieces to a LLaMA-style SentencePiece BPE tokenizer.
+
+    langgraft tokenizer expand --source ../shared/data/tokenizers/llama2/tokenizer.model \
+        --merge-sp ../shared/data/tokenizers/chinese-llama-sp/chinese_sp.model \
+        --learn-from ../shared/data/corpus/zh --target-size 69104 --out out/tok-zh
+
+How this differs from Colossal's init_tokenizer (score 0 for every new piece):
+- Scores. New pieces get distinct scores just below the source's lowest regular score, falling in
+  insertion order. Score 0 outranks every original merge and makes ties that sentencepiece breaks
+  left-first but the fast tokenizer cannot; distinct low scores keep slow == fast.
+- Reachability. SentencePiece BPE only produces a piece by merging two adjacent pieces already in
+  the vocabulary, so a 4-character word appended alone may never fire. Each candidate is segmented
+  with the current vocabulary (a faithful simulation of sentencepiece's greedy merge); the missing
+  characters and the intermediate pieces of one merge path are added just before it.
+- Segmentation of old text. With --keep-segmentation (default) a piece must contain a character the
+  source never merges (not part of any multi-character source piece), and no digit when the source
+  splits digits. A new piece can only form where its exact string occurs, so any text without those
+  characters (English, code) tokenizes to exactly the same ids as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from langgraft.errors import UserError
+from langgraft.tokenizer.sources import (
+    Candidate,
+    expand_paths,
+    iter_texts,
+    learn_pieces,
+    pieces_of_model,
+    read_piece_file,
+)
+from langgraft.tokenizer.spmodel import (
+    NORMAL,
+    WS,
+    ModelProto,
+    Piece,
+    check_llama_style,
+    load_proto,
+    min_regular_score,
+    resolve_model_path,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExpandConfig:
+    """Options of `langgraft tokenizer expand`."""
+
+    source: Path
+    """Source tokenizer: a LLaMA-style SentencePiece `tokenizer.model` or a HF directory holding one."""
+    out: Path
+    """Output directory (written aside and renamed into place; must not exist unless --overwrite)."""
+    pieces: list[Path] = field(default_factory=list)
+    """Piece lists: Colossal jsonl ({"piece": ...} per line) or a word list `word [freq [tag]]`."""
+    top: int | None = None
+    """With --pieces: keep only the N most frequent words of each list."""
+    merge_sp: list[Path] = field(default_factory=list)
+    """Other SentencePiece models whose pieces are appended (Chinese-LLaMA's method)."""
+    learn_from: list[Path] = field(default_factory=list)
+    """Corpora (files or directories: text, jsonl, json, word-frequency list) to learn a BPE model on."""
+    target_size: int | None = None
+    """Final vocabulary size; candidates are added in order until it is reached (needed with --learn-from)."""
+    keep_segmentation: bool = True
+    """Skip pieces that could change how text without new characters is tokenized."""
+    intermediates: bool | None = None
+    """Add missing characters and merge intermediates so that every new piece can form (default:
+    on; off with --no-keep-segmentation, which appends candidates verbatim as Chinese-LLaMA did and
+    reports the unreachable ones)."""
+    learn_coverage: float = 0.9995
+    """Character coverage of the learned model (rarer characters are left to byte fallback)."""
+    check_corpus: list[Path] = field(default_factory=list)
+    """Corpora on which to count added pieces that never occur (default: the --learn-from corpora)."""
+    overwrite: bool = False
+    """Replace an existing output directory."""
+
+    def validate(self) -> None:
+        if not (self.pieces or self.merge_sp or self.learn_from):
+            raise UserError("nothing to add: give --pieces, --merge-sp and/or --learn-from")
+        if self.learn_from and self.target_size is None:
+            raise UserError("--learn-from needs --target-size N (the final vocabulary size)")
+        if self.top is not None and self.top <= 0:
+            raise UserError(f"--top must be positive, got {self.top}")
+        if not 0.9 <= self.learn_coverage <= 1.0:
+            raise UserError(f"--learn-coverage must be in [0.9, 1], got {self.learn_coverage}")
+
+
+def merged_characters(proto: ModelProto) -> set[str]:
+    """Characters that occur inside some multi-character piece of the model."""
+    chars: set[str] = set()
+    for p in proto.pieces:
+        if p.type == NORMAL and len(p.piece) > 1:
+            chars.update(p.piece)
+    return chars
+
+
+def reject_reason(piece: str) -> str | None:
+    """Why a candidate can never be a normal piece, or None."""
+    if not piece:
+        return "empty piece"
+    if piece.startswith("<") and piece.endswith(">") and len(piece) > 2:
+        return "looks like a control or byte piece (<...>)"
+    for ch in piece:
+        if ch != WS and (ch.isspace() or unicodedata.category(ch) in ("Cc", "Zl", "Zp")):
+            return f"contains whitespace or a control character {ch!r} (only '▁' is allowed)"
+    return None
+
+
+def segment(text: str, scores: dict[str, float]) -> list[str]:
+    """sentencepiece's BPE: repeatedly merge the adjacent pair whose concatenation is the
+    highest-scoring piece, leftmost first on ties (bpe_model.cc). Starts from characters."""
+    syms = list(text)
+    while len(syms) > 1:
+        best_i, best_s = -1, 0.0
+        for i in range(len(syms) - 1):
+            s = scores.get(syms[i] + syms[i + 1])
+            if s is not None and (best_i < 0 or s > best_s):
+                best_i, best_s = i, s
+        if best_i < 0:
+            break
+        syms[best_i : best_i + 2] = [syms[best_i] + syms[best_i + 1]]
+    return syms
+
+
+@dataclass
+class Expansion:
+    """What `expand` decided: the pieces to append (in order) and the skipped candidates."""
+
+    added: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
+class Expander:
+    """Appends candidates to a proto one by one, keeping each reachable and (optionally) safe."""
+
+    def __init__(
+        self,
+        proto: ModelProto,
+        keep_segmentation: bool,
+        target_size: int | None,
+        intermediates: bool = True,
+    ):
+        self.proto = proto
+        self.keep = keep_segmentation
+        self.intermediates = intermediates
+        self.source_pieces = {p.piece for p in proto.pieces}
+        self.target = target_size
+        self.scores = {p.piece: p.score for p in proto.pieces if p.type == NORMAL}
+        self.present = {p.piece for p in proto.pieces}
+        self.old_chars = merged_characters(proto)
+        self.no_digits = proto.trainer_spec.split_digits
+        self.first_score = self.next_score = min_regular_score(proto) - 1.0
+        self.result = Expansion()
+
+    def unsafe_reason(self, piece: str) -> str | None:
+        if not self.keep:
+            return None
+        if self.no_digits and len(piece) > 1 and any(c.isdigit() for c in piece):
+            return (
+                "contains a digit and the source splits digits (would change number tokenization)"
+            )
+        if all(c in self.old_chars for c in piece):
+            return (
+                "made only of characters the source already merges (would change old segmentation)"
+            )
+        return None
+
+    def _merge_path(self, piece: str) -> list[str] | None:
+        """Pieces to add before `piece` so that it forms from its current segmentation, or None.
+
+        Missing characters come first (the fast tokenizer can only merge pieces it knows), then
+        one merge path from the current segmentation, taking at each step the leftmost adjacent
+        pair whose union is an allowed piece.
+        """
+        path = [c for c in dict.fromkeys(piece) if c not in self.present and c != piece]
+        syms = segment(piece, self.scores)
+        while len(syms) > 1:
+            for i in range(len(syms) - 1):
+                merged = syms[i] + syms[i + 1]
+                if merged == piece or merged in self.present or self.unsafe_reason(merged) is None:
+                    break
+            else:
+                return None
+            syms[i : i + 2] = [merged]
+            if merged != piece and merged not in self.present and merged not in path:
+                path.append(merged)
+        # Check with the scores the pieces would get: another candidate's pieces can compete.
+        trial = dict(self.scores)
+        for k, p in enumerate([*path, piece]):
+            trial[p] = self.next_score - k
+        return path if segment(piece, trial) == [piece] else None
+
+    def _append(self, piece: str, origin: str, role: str) -> None:
+        self.proto.pieces.append(Piece(piece=piece, score=self.next_score, type=NORMAL))
+        self.scores[piece] = self.next_score
+        self.present.add(piece)
+        self.next_score -= 1.0
+        self.result.added.append({"piece": piece, "origin": origin, "role": role})
+
+    def offer(self, cand: Candidate) -> bool:
+        piece = cand.piece
+        reason = reject_reason(piece)
+        if reason is None and piece in self.present:
+            in_source = piece in self.source_pieces
+            reason = "in the source vocabulary" if in_source else "already added"
+        reason = reason or self.unsafe_reason(piece)
+        path: list[str] | None = []
+        if reason is None and self.intermediates:
+            path = self._merge_path(piece)
+            if path is None:
+                reason = "no merge path made of allowed pieces"
+        if reason is None and self.target is not None:
+            if len(self.proto.pieces) + len(path) + 1 > self.target:
+                reason = "target size reached"
+        if reason is not None:
+            self.result.skipped.append({"piece": piece, "origin": cand.origin, "reason": reason})
+            return False
+        for inter in path:
+            self._append(inter, cand.origin, "intermediate")
+        self._append(piece, cand.origin, "candidate")
+        return True
+
+
+def collect_candidates(cfg: ExpandConfig, source_size: int) -> list[Candidate]:
+    cands: list[Candidate] = []
+    for f in cfg.pieces:
+        cands += read_piece_file(Path(f), cfg.top)
+    for m in cfg.merge_sp:
+        cands += pieces_of_model(Path(m))
+    if cfg.learn_from:
+        assert cfg.target_size is not None
+        budget = max(cfg.target_size - source_size, 1)
+        # Learn more pieces than the budget: many of them are already in the source vocabulary.
+        learned = learn_pieces(
+            cfg.learn_from,
+            vocab_size=int(budget * 1.5) + 256,
+            character_coverage=cfg.learn_coverage,
+        )
+        # Single characters first (byte fallback costs up to 3 tokens per CJK character), then the
+        # multi-character pieces in the learned merge order.
+        cands += [c for c in learned if len(c.piece) == 1] + [
+            c for c in learned if len(c.piece) > 1
+        ]
+    return cands
+
+
+def count_unused(proto: ModelProto, added: list[str], corpora: list[Path]) -> tuple[int, int]:
+    """How many added pieces never occur when tokenizing the corpora (and the samples read)."""
+    from langgraft.tokenizer.hf import build_fast_tokenizer
+
+    tok = build_fast_tokenizer(proto)
+    ids = {proto.pieces[i].piece: i for i in range(len(proto.pieces))}
+    seen: Counter[int] = Counter()
+    n = 0
+    batch: list[str] = []
+    for f in expand_paths(corpora):
+        for text, _ in iter_texts(f):
+            batch.append(text)
+            if len(batch) >= 4096:
+                for enc in tok.encode_batch(batch, add_special_tokens=False):
+                    seen.update(enc.ids)
+                n += len(batch)
+                batch = []
+    for enc in tok.encode_batch(batch, add_special_tokens=False):
+        seen.update(enc.ids)
+    n += len(batch)
+    return sum(1 for p in added if seen[ids[p]] == 0), n
+
+
+def expand(cfg: ExpandConfig) -> dict:
+    """Run the expansion and write the HF tokenizer directory; return the summary."""
+    from tqdm import tqdm
+
+    from langgraft.fsutil import atomic_output_dir, sha256_file
+    from langgraft.tokenizer.hf import write_hf_tokenizer
+
+    cfg.validate()
+    src_path = resolve_model_path(cfg.source)
+    proto = load_proto(src_path)
+    check_llama_style(proto, str(src_path))
+    source_size = len(proto.pieces)
+    if cfg.target_size is not None and cfg.target_size <= source_size:
+        raise UserError(
+            f"--target-size {cfg.target_size} is not above the source size {source_size}"
+        )
+    cands = collect_candidates(cfg, source_size)
+    intermediates = cfg.keep_segmentation if cfg.intermediates is None else cfg.intermediates
+    exp = Expander(proto, cfg.keep_segmentation, cfg.target_size, intermediates)
+    for cand in tqdm(cands, desc="adding pieces", unit="piece", mininterval=1, leave=False):
+        exp.offer(cand)
+    added = [a["piece"] for a in exp.result.added]
+    unreachable = [p for p in added if segment(p, exp.scores) != [p]]
+    corpora = cfg.check_corpus or cfg.learn_from
+    unused, samples = count_unused(proto, added, corpora) if corpora and added else (None, 0)
+    reasons = Counter(s["reason"] for s in exp.result.skipped)
+    summary = {
+        "source": str(src_path),
+        "source_sha256": sha256_file(src_path),
+        "source_size": source_size,
+        "final_size": len(proto.pieces),
+        "added": len(added),
+        "added_intermediate": sum(a["role"] == "intermediate" for a in exp.result.added),
+        "candidates": len(cands),
+        "skipped": len(exp.result.skipped),
+        "skipped_by_reason": dict(reasons.most_common()),
+        "keep_segmentation": cfg.keep_segmentation,
+        "intermediates": intermediates,
+        "unreachable": len(unreachable),
+        "unreachable_examples": unreachable[:20],
+        "score_range": [exp.first_score, exp.next_score + 1.0] if added else None,
+        "never_used_on_corpus": unused,
+        "check_corpus": [str(p) for p in corpora],
+        "check_corpus_samples": samples,
+        "sources": {
+            "pieces": [str(p) for p in cfg.pieces],
+            "top": cfg.top,
+            "merge_sp": [str(p) for p in cfg.merge_sp],
+            "learn_from": [str(p) for p in cfg.learn_from],
+            "target_size": cfg.target_size,
+        },
+    }
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+        write_hf_tokenizer(proto, tmp)
+        record = {**summary, "added_pieces": exp.result.added, "skipped_pieces": exp.result.skipped}
+        (tmp / "expansion.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    return summary
