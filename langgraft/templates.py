@@ -1,0 +1,183 @@
+"""Chat templates shared by data preparation, training, chat and generation.
+
+`get_template(name)` returns a `ChatTemplate`. `template.parts(messages)` lays a conversation out
+as text and special-token parts with a trainable flag; `encode` tokenizes them into
+`(ids, trainable)` segments; `render_prompt` gives the ids of a prompt that ends where the
+assistant's reply starts. Special tokens are inserted by id, never parsed out of text (the
+tokenizers here split "<s>" in text into ordinary pieces, as sentencepiece does). Loss is on
+assistant content and its end-of-turn token only.
+
+Templates:
+- `llama2`: Colossal-LLaMA-2's format. `<s>` + system prompt, then `Human: <s>q</s>Assistant: <s>a</s>`.
+- `llama3`: `<|begin_of_text|><|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>`.
+- `chatml`: `<|im_start|>role\\ncontent<|im_end|>\\n` (after `<s>` when the tokenizer has one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from langgraft.errors import UserError
+
+# Colossal-LLaMA-2's default system prompt (dataset/conversation.py).
+COLOSSAL_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+
+# Placeholders for the tokenizer's own BOS/EOS ids; OPTIONAL_BOS is left out if it has none.
+BOS, EOS, OPTIONAL_BOS = "<bos>", "<eos>", "<bos?>"
+
+
+@dataclass(frozen=True)
+class Part:
+    text: str | None = None
+    special: str | None = None
+    """A special token by name (or BOS/EOS placeholder); inserted by id."""
+    trainable: bool = False
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    name: str
+    specials: tuple[str, ...]
+    """Special tokens (besides BOS/EOS) that the tokenizer must have."""
+    stop: str
+    """The end-of-turn token that ends an assistant reply (generation stops on it)."""
+
+    def parts(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = False
+    ) -> list[Part]:
+        return _LAYOUTS[self.name](messages, add_generation_prompt)
+
+    def special_id(self, tokenizer: Any, name: str) -> int:
+        if name in (BOS, EOS):
+            idx = tokenizer.bos_token_id if name == BOS else tokenizer.eos_token_id
+            if idx is None:
+                raise UserError(f"template {self.name!r}: the tokenizer has no {name[1:-1]} token")
+            return int(idx)
+        idx = tokenizer.get_vocab().get(name)
+        if idx is None:
+            raise UserError(
+                f"template {self.name!r} needs the special token {name!r}, which the tokenizer "
+                "lacks; add it to the tokenizer first, or use --template llama2"
+            )
+        return int(idx)
+
+    def check(self, tokenizer: Any) -> None:
+        """Raise UserError now if the tokenizer lacks a token this template needs."""
+        for name in (*self.specials, self.stop):
+            self.special_id(tokenizer, name)
+
+    def stop_token_ids(self, tokenizer: Any) -> list[int]:
+        return [self.special_id(tokenizer, self.stop)]
+
+    def encode(
+        self, messages: list[dict[str, str]], tokenizer: Any
+    ) -> list[tuple[list[int], bool]]:
+        """Segments (token ids, trainable) of a whole conversation, for training."""
+        return self._tokenize(self.parts(messages), tokenizer)
+
+    def render_prompt(self, messages: list[dict[str, str]], tokenizer: Any) -> list[int]:
+        """Token ids of a prompt for generation: the conversation + the assistant's header."""
+        segs = self._tokenize(self.parts(messages, add_generation_prompt=True), tokenizer)
+        return [i for ids, _ in segs for i in ids]
+
+    def _tokenize(self, parts: list[Part], tokenizer: Any) -> list[tuple[list[int], bool]]:
+        texts = [p.text for p in parts if p.text is not None]
+        encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
+        out = []
+        for p in parts:
+            if p.special == OPTIONAL_BOS:
+                if tokenizer.bos_token_id is not None:
+                    out.append(([int(tokenizer.bos_token_id)], p.trainable))
+                continue
+            ids = next(encoded) if p.text is not None else [self.special_id(tokenizer, p.special)]
+            out.append((list(ids), p.trainable))
+        return out
+
+
+def _system_and_turns(messages: list[dict[str, str]]) -> tuple[str | None, list[dict[str, str]]]:
+    if messages and messages[0]["role"] == "system":
+        return messages[0]["content"], messages[1:]
+    return None, messages
+
+
+def _llama2(messages: list[dict[str, str]], gen: bool) -> list[Part]:
+    system, turns = _system_and_turns(messages)
+    parts = [
+        Part(special=BOS),
+        Part(text=(system if system is not None else COLOSSAL_SYSTEM) + "\n\n"),
+    ]
+    for m in turns:
+        if m["role"] == "user":
+            parts += [
+                Part(text="Human: "),
+                Part(special=BOS),
+                Part(text=m["content"]),
+                Part(special=EOS),
+            ]
+        else:
+            parts += [Part(text="Assistant: "), Part(special=BOS)]
+            parts += [Part(text=m["content"], trainable=True), Part(special=EOS, trainable=True)]
+    if gen:
+        parts += [Part(text="Assistant: "), Part(special=BOS)]
+    return parts
+
+
+def _llama3(messages: list[dict[str, str]], gen: bool) -> list[Part]:
+    parts = [Part(special=BOS)]
+    for m in messages:
+        train = m["role"] == "assistant"
+        parts += [
+            Part(special="<|start_header_id|>"),
+            Part(text=m["role"]),
+            Part(special="<|end_header_id|>"),
+            Part(text="\n\n"),
+            Part(text=m["content"], trainable=train),
+            Part(special="<|eot_id|>", trainable=train),
+        ]
+    if gen:
+        parts += [
+            Part(special="<|start_header_id|>"),
+            Part(text="assistant"),
+            Part(special="<|end_header_id|>"),
+            Part(text="\n\n"),
+        ]
+    return parts
+
+
+def _chatml(messages: list[dict[str, str]], gen: bool) -> list[Part]:
+    parts = [Part(special=OPTIONAL_BOS)]
+    for m in messages:
+        train = m["role"] == "assistant"
+        parts += [
+            Part(special="<|im_start|>"),
+            Part(text=m["role"] + "\n"),
+            Part(text=m["content"], trainable=train),
+            Part(special="<|im_end|>", trainable=train),
+            Part(text="\n"),
+        ]
+    if gen:
+        parts += [Part(special="<|im_start|>"), Part(text="assistant\n")]
+    return parts
+
+
+_LAYOUTS = {"llama2": _llama2, "llama3": _llama3, "chatml": _chatml}
+_TEMPLATES = {
+    "llama2": ChatTemplate("llama2", (), EOS),
+    # LLaMA-3 tokenizers call their BOS <|begin_of_text|>; the tokenizer's bos_token is used.
+    "llama3": ChatTemplate("llama3", ("<|start_header_id|>", "<|end_header_id|>"), "<|eot_id|>"),
+    "chatml": ChatTemplate("chatml", ("<|im_start|>",), "<|im_end|>"),
+}
+TEMPLATE_NAMES = tuple(_TEMPLATES)
+
+
+def get_template(name: str) -> ChatTemplate:
+    try:
+        return _TEMPLATES[name]
+    except KeyError:
+        raise UserError(
+            f"unknown chat template {name!r}; choose one of {', '.join(TEMPLATE_NAMES)}"
+        ) from None
