@@ -1,0 +1,193 @@
+"""`langgraft eval mc` (multiple-choice benchmarks) and `langgraft eval text` (loss per token /
+character / byte on corpora).
+
+    # CPU, tiny: 2 questions per CMMLU subject, 5-shot, both scoring modes
+    langgraft eval mc --task cmmlu --data ../shared/data/eval/cmmlu --model runs/tiny/hf \\
+        --out runs/tiny/eval-cmmlu --mode both --limit 2
+    # GPU, a real model: the full Colossal-LLaMA-2 table, then side by side
+    for t in mmlu cmmlu agieval gaokao ceval; do
+      langgraft eval mc --task $t --data data/$t --model MODEL --out eval/MODEL/$t --dtype bfloat16
+    done
+    langgraft eval mc --compare eval/*/mmlu eval/*/cmmlu eval/*/agieval eval/*/gaokao eval/*/ceval
+    langgraft eval text --model MODEL --data ../shared/data/corpus/zh/hongloumeng.txt \\
+        ../shared/data/corpus/en/tinyshakespeare.txt --out eval/MODEL/text --max-chars 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraft.config import add_dataclass_args, from_namespace, save_resolved
+from langgraft.errors import UserError
+from langgraft.eval.mc import McOptions
+
+log = logging.getLogger(__name__)
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+@dataclass
+class ModelArgs:
+    model: Path | None = None
+    """HF model directory (config.json + weights; the tokenizer is loaded from it too)."""
+    tokenizer: Path | None = None
+    """Tokenizer directory or tokenizer.model, if not the model directory."""
+    out: Path | None = None
+    """Output directory (results.json, results.md, results.csv, ...)."""
+    dtype: Dtype = "auto"
+    """Weights dtype (auto: as saved)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:1, ... (auto: cuda when available)."""
+    trust_remote_code: bool = False
+    """Allow model code shipped inside the model directory (runs arbitrary Python)."""
+    overwrite: bool = False
+    """Replace an existing --out directory."""
+
+
+@dataclass
+class McConfig(ModelArgs, McOptions):
+    task: Literal["mmlu", "cmmlu", "ceval", "agieval", "gaokao"] | None = None
+    """Benchmark whose release layout --data holds."""
+    data: Path | None = None
+    """The benchmark's release directory (local; nothing is downloaded)."""
+    split: str | None = None
+    """Split to score (default: test; val for C-Eval, whose test has no answers)."""
+    compare: list[Path] = field(default_factory=list)
+    """Instead of evaluating: print these results (files or directories) side by side."""
+
+
+@dataclass
+class TextConfig(ModelArgs):
+    data: list[Path] = field(default_factory=list)
+    """Corpus files: .txt (one document) or .jsonl (one document per line)."""
+    text_key: str = "text"
+    """Field holding the text in .jsonl corpora."""
+    max_chars: int | None = 200_000
+    """Score at most this many characters of each corpus (0 or none: all)."""
+    max_length: int = 1024
+    """Window length in tokens (BOS included)."""
+    batch_size: int = 2
+    """Windows per forward pass."""
+
+
+def load_model(args: ModelArgs) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from langgraft.tokenizer import load_tokenizer
+
+    if args.model is None:
+        raise UserError("--model is required")
+    if not (args.model / "config.json").is_file():
+        raise UserError(f"{args.model}: no config.json; --model must be a HF model directory")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(args.model),
+        dtype=dtype,
+        local_files_only=True,
+        trust_remote_code=args.trust_remote_code,
+    ).to(device)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    if len(tokenizer) > model.config.vocab_size:
+        raise UserError(
+            f"{args.model}: tokenizer has {len(tokenizer)} tokens but the model only "
+            f"{model.config.vocab_size}; resize the model's embeddings first"
+        )
+    return model, tokenizer
+
+
+def run_mc(args: argparse.Namespace) -> int:
+    from langgraft.eval.report import compare, write_results
+    from langgraft.eval.tasks import load_task
+    from langgraft.fsutil import atomic_output_dir
+
+    cfg = from_namespace(McConfig, args)
+    if cfg.compare:
+        print(compare(cfg.compare), end="")
+        return 0
+    for name in ("task", "data", "model", "out"):
+        if getattr(cfg, name) is None:
+            raise UserError(f"--{name} is required (or give --compare RESULTS...)")
+    task = load_task(cfg.task, cfg.data, cfg.split)
+    log.info(
+        "%s/%s: %d subjects, %d questions",
+        task.name,
+        task.split,
+        len(task.subjects),
+        task.num_questions(),
+    )
+    model, tokenizer = load_model(cfg)
+    opts = McOptions(**{k: getattr(cfg, k) for k in McOptions.__dataclass_fields__})
+    with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
+        from langgraft.eval.mc import evaluate_mc
+
+        result = evaluate_mc(model, tokenizer, task, opts)
+        result = {"model": cfg.model.name, "model_path": str(cfg.model.resolve()), **result}
+        write_results(tmp, result)
+        save_resolved(cfg, tmp / "config.json")
+    print(_headline(result))
+    return 0
+
+
+def _headline(result: dict) -> str:
+    ov = result["overall"]
+    parts = [
+        f"{m} {100 * ov[m]['acc']:.2f} ± {100 * ov[m]['stderr']:.2f}" for m in result["metrics"]
+    ]
+    return f"{result['task']} ({ov['n']} questions): " + ", ".join(parts)
+
+
+def run_text(args: argparse.Namespace) -> int:
+    from langgraft.eval.text import evaluate_text, markdown, read_corpus
+    from langgraft.fsutil import atomic_output_dir
+
+    cfg = from_namespace(TextConfig, args)
+    if not cfg.data:
+        raise UserError("--data needs at least one corpus file")
+    if cfg.out is None:
+        raise UserError("--out is required")
+    corpora = {p: read_corpus(p, cfg.text_key, cfg.max_chars or None) for p in cfg.data}
+    model, tokenizer = load_model(cfg)
+    results = [
+        evaluate_text(model, tokenizer, docs, p.name, cfg.max_length, cfg.batch_size)
+        for p, docs in corpora.items()
+    ]
+    table = markdown(results, str(cfg.model))
+    with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
+        payload = {"model": cfg.model.name, "corpora": [r.to_dict() for r in results]}
+        (tmp / "text_results.json").write_text(
+            json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+        )
+        (tmp / "text_results.md").write_text(table, encoding="utf-8")
+        save_resolved(cfg, tmp / "config.json")
+    print(table, end="")
+    return 0
+
+
+def register(subparsers: Any, name: str = "eval") -> None:
+    parser = subparsers.add_parser(
+        name, help="evaluate a model: multiple-choice benchmarks, text loss"
+    )
+    sub = parser.add_subparsers(dest="eval_command", required=True, metavar="EVAL_COMMAND")
+    mc = sub.add_parser(
+        "mc",
+        help="MMLU / CMMLU / C-Eval / AGIEval / GAOKAO accuracy",
+        description="Multiple-choice accuracy per subject, category and overall.",
+    )
+    add_dataclass_args(mc, McConfig)
+    mc.set_defaults(func=run_mc)
+    text = sub.add_parser(
+        "text",
+        help="loss per token, per character and bits per byte on corpora",
+        description="Loss on text corpora, comparable across tokenizers (bits per byte).",
+    )
+    add_dataclass_args(text, TextConfig)
+    text.set_defaults(func=run_text)

@@ -1,0 +1,135 @@
+"""The nouns of multiple-choice evaluation: a question, a subject, a task; and the strict readers
+that every task adapter shares (CSV / JSON / JSON lines), whose errors name the file and row."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langgraft.errors import UserError
+
+LETTERS = "ABCD"
+
+
+@dataclass(frozen=True)
+class MCQuestion:
+    question: str
+    """Question text (with any passage already prepended)."""
+    options: tuple[str, ...]
+    """Option texts in letter order; empty when the options are written inside `question`
+    (GAOKAO-Bench), which rules out `--continuation text`."""
+    answer: int
+    """Index of the correct letter (0 = A)."""
+    source: str
+    """`file:row` where the question came from, for error messages and predictions."""
+
+
+@dataclass
+class Subject:
+    name: str
+    """Identifier from the file name, e.g. `high_school_physics`."""
+    display: str
+    """Name used in the prompt header (Chinese name for Chinese tasks)."""
+    categories: tuple[str, ...]
+    """Categories the subject counts towards (CMMLU subjects may also count as `China specific`)."""
+    language: str
+    """`en` or `zh`: selects the prompt template."""
+    questions: list[MCQuestion] = field(default_factory=list)
+    """The split being scored."""
+    shots: list[MCQuestion] = field(default_factory=list)
+    """Few-shot pool (the dev split), used in order."""
+    skipped: int = 0
+    """Well-formed rows left out because they are not 4-option single-choice."""
+
+
+@dataclass
+class Task:
+    name: str
+    split: str
+    default_shots: int
+    subjects: dict[str, Subject]
+
+    def num_questions(self) -> int:
+        return sum(len(s.questions) for s in self.subjects.values())
+
+
+def letter_index(value: Any, where: str) -> int:
+    letter = str(value).strip().upper()
+    if len(letter) != 1 or letter not in LETTERS:
+        raise UserError(
+            f"{where}: answer {value!r} is not one of A, B, C, D; fix or remove the row"
+        )
+    return LETTERS.index(letter)
+
+
+def read_csv_rows(path: Path, header: list[str] | None) -> Iterator[tuple[int, list[str]]]:
+    """Yield (1-based line number, cells) of a CSV, checking the header when one is expected.
+
+    `header=None` means the file has none (MMLU); each row must then have 6 cells.
+    """
+    try:
+        f = path.open(encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        reader = csv.reader(f)
+        width = len(header) if header is not None else 6
+        try:
+            if header is not None:
+                first = next(reader, None)
+                got = [c.strip() for c in first or []]
+                if got[: len(header)] != header:
+                    raise UserError(
+                        f"{path}:1: header {got} is not {header}; is --task right for this data?"
+                    )
+            for row in reader:
+                line = reader.line_num
+                if not any(c.strip() for c in row):
+                    continue
+                if len(row) < width:
+                    raise UserError(
+                        f"{path}:{line}: expected {width} columns, got {len(row)}; fix the row"
+                    )
+                yield line, row
+        except csv.Error as e:
+            raise UserError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text") from None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{line_no}: expected a JSON object per line")
+            yield line_no, obj
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise UserError(f"{path}: no such directory ({what}); check --data")
+    return path
+
+
+def clean(text: Any) -> str:
+    """Strip a cell; inner spaces and newlines are kept (they are part of some questions)."""
+    return str(text).strip()

@@ -1,0 +1,158 @@
+"""The one scorer: log-probabilities of chosen next tokens at chosen positions of token sequences.
+
+Every multiple-choice question of every task becomes `Request`s: token ids and, for some positions,
+the token ids whose next-token log-probability is wanted (the variants of each answer letter, or the
+tokens of a continuation). Two execution paths give the same numbers:
+
+- naive: one forward pass per request over its whole sequence;
+- shared prefix: the tokens all requests of a group start with (header + few-shot examples, often
+  90% of a prompt) are run once; the resulting KV cache is expanded to the batch and the question
+  suffixes are batched behind it. Suffixes are right-padded, so with causal attention no real token
+  ever sees a pad and no attention mask is needed.
+
+Logits are only computed at the read positions (`logits_to_keep`), never for the whole sequence,
+in both paths: a 32k-vocab projection of every prompt position would dominate CPU time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Request:
+    ids: list[int]
+    """Token ids (with BOS) fed to the model."""
+    reads: list[tuple[int, list[int]]]
+    """(position, token ids): log-probabilities of these ids as the token after `position`."""
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def shared_prefix_len(requests: list[Request]) -> int:
+    """Length of the token prefix every request starts with, but never past a read position
+    (each batched row must contain the positions it reads)."""
+    if not requests:
+        return 0
+    first = requests[0].ids
+    n = min(pos for r in requests for pos, _ in r.reads)
+    for r in requests[1:]:
+        n = min(n, common_prefix_len(first, r.ids))
+    return n
+
+
+def letter_variants(
+    tokenizer: Any, letters: str, answer_prefixes: list[str]
+) -> dict[str, list[int]]:
+    """Every token id that a well-formed answer `L` can start with, per letter.
+
+    SentencePiece tokenizers give "▁A" after a space ("Answer: A") and a bare "A" after "：" or
+    ":"; byte-level BPE gives "ĠA". Each `answer_prefixes` entry (e.g. "Answer: ", "答案：") is
+    tokenized with the letter appended and its last token kept if it decodes to the letter; the
+    bare and word-initial pieces are added when the vocabulary has them.
+    """
+    unk = getattr(tokenizer, "unk_token_id", None)
+    out: dict[str, list[int]] = {}
+    for letter in letters:
+        found: set[int] = set()
+        for prefix in ["", " ", *answer_prefixes]:
+            ids = tokenizer(prefix + letter, add_special_tokens=False)["input_ids"]
+            if ids and tokenizer.decode(ids[-1:]).strip() == letter:
+                found.add(ids[-1])
+        for piece in (letter, "▁" + letter, "Ġ" + letter):
+            tid = tokenizer.convert_tokens_to_ids(piece)
+            if isinstance(tid, int) and tid != unk and tid >= 0:
+                found.add(tid)
+        if not found:
+            raise ValueError(f"tokenizer has no token for answer letter {letter!r}")
+        out[letter] = sorted(found)
+    return out
+
+
+def _gather(logp: Any, reads: list[tuple[int, list[int]]]) -> list[Any]:
+    """`logp` holds one row per read (in order); pick the wanted ids of each."""
+    return [logp[i, ids] for i, (_, ids) in enumerate(reads)]
+
+
+def score_naive(model: Any, requests: list[Request]) -> list[list[Any]]:
+    """One forward pass per request over its whole sequence (the reference path)."""
+    import torch
+
+    device = model.device
+    out = []
+    with torch.inference_mode():
+        for r in requests:
+            ids = torch.tensor([r.ids], device=device)
+            keep = torch.tensor([[pos for pos, _ in r.reads]], device=device)
+            logits = model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits[0]
+            out.append(_gather(torch.log_softmax(logits.float(), dim=-1).cpu(), r.reads))
+    return out
+
+
+def score_shared_prefix(
+    model: Any, requests: list[Request], batch_size: int = 16
+) -> list[list[Any]]:
+    """Run the common prefix once, then the suffixes in batches behind a copy of its KV cache."""
+    import torch
+    from transformers import DynamicCache
+
+    device = model.device
+    p = shared_prefix_len(requests)
+    prefix_kv: list[tuple[Any, Any]] = []
+    with torch.inference_mode():
+        if p > 0:
+            prefix = torch.tensor([requests[0].ids[:p]], device=device)
+            cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+            prefix_kv = [(k, v) for k, v, *_ in cache]
+        # Longest first: rows of similar length share a batch, so little compute goes to pads.
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].ids))
+        results: list[list[Any]] = [[] for _ in requests]
+        for start in range(0, len(order), batch_size):
+            batch = [requests[i] for i in order[start : start + batch_size]]
+            width = max(len(r.ids) - p for r in batch)
+            n_reads = max(len(r.reads) for r in batch)
+            ids = torch.zeros((len(batch), width), dtype=torch.long)
+            keep = torch.zeros((len(batch), n_reads), dtype=torch.long)
+            for row, r in enumerate(batch):
+                suffix = r.ids[p:]
+                ids[row, : len(suffix)] = torch.tensor(suffix)
+                pos = [q - p for q, _ in r.reads]
+                keep[row] = torch.tensor(pos + pos[-1:] * (n_reads - len(pos)))
+            cache = None
+            if prefix_kv:
+                b = len(batch)
+                cache = DynamicCache(
+                    ddp_cache_data=[
+                        (k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix_kv
+                    ],
+                    config=model.config,
+                )
+            logits = model(
+                input_ids=ids.to(device),
+                cache=cache,
+                use_cache=cache is not None,
+                logits_to_keep=keep.to(device),
+            ).logits
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for row, i in enumerate(order[start : start + batch_size]):
+                results[i] = _gather(logp[row], requests[i].reads)
+    return results
+
+
+def score_requests(
+    model: Any, requests: list[Request], batch_size: int = 16, shared_prefix: bool = True
+) -> list[list[Any]]:
+    """Log-probabilities for every read of every request, by either path."""
+    if shared_prefix:
+        return score_shared_prefix(model, requests, batch_size)
+    return score_naive(model, requests)
