@@ -17,6 +17,7 @@ from langgraft.errors import UserError
 
 COMMANDS: dict[str, str] = {
     "tokenizer": "langgraft.tokenizer.cli",
+    "prepare": "langgraft.data.cli",
     "eval": "langgraft.eval.cli",
 }
 

@@ -1,0 +1,142 @@
+"""Masking (BOS + source + target + EOS), special tokens by id, chat templates, tokenizer hash."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from langgraft.data.sources import BAD_FILE, BAD_ROW, JSON_ROW, TEXT_ROW
+from langgraft.data.tokenize import Encoder, EncoderSpec, tokenizer_hash
+from langgraft.errors import UserError
+from langgraft.templates import get_template
+
+CHAT_SPECIALS = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
+
+
+@pytest.fixture(scope="module")
+def tok512(shared_data: Path) -> Path:
+    return shared_data / "models" / "stories260K" / "tok512.model"
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer_dir(tok512: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tok512 plus the special tokens of the llama3 and chatml templates, as a HF directory."""
+    from langgraft.tokenizer.hf import load_tokenizer
+
+    tok = load_tokenizer(tok512)
+    tok.add_special_tokens({"additional_special_tokens": CHAT_SPECIALS})
+    out = tmp_path_factory.mktemp("chat_tok")
+    tok.save_pretrained(out)
+    return out
+
+
+def _encoder(tok: Path, kind: str = "pretrain", template: str | None = None) -> Encoder:
+    return Encoder(EncoderSpec(str(tok), kind, None, False, ("lbl",), template))
+
+
+def test_source_is_masked_target_and_eos_are_trained(llama2_model: Path) -> None:
+    enc = _encoder(llama2_model)
+    tok = enc.tokenizer
+    row = b'{"source": "Question: why?", "target": " Because.", "category": "qa"}'
+    out = enc.encode([(0, 1, JSON_ROW, row)])
+    src = tok("Question: why?", add_special_tokens=False).input_ids
+    tgt = tok(" Because.", add_special_tokens=False).input_ids
+    assert out.ids.tolist() == [tok.bos_token_id, *src, *tgt, tok.eos_token_id]
+    assert out.mask.tolist() == [0] * (1 + len(src)) + [1] * (len(tgt) + 1)
+    assert out.categories == ["qa"] and out.lengths == [len(out.ids)]
+
+
+def test_literal_special_token_text_stays_text(llama2_model: Path) -> None:
+    enc = _encoder(llama2_model)
+    out = enc.encode([(0, 1, TEXT_ROW, "a <s> b </s> <unk>")])
+    inner = out.ids[1:-1].tolist()
+    assert out.ids[0] == 1 and out.ids[-1] == 2
+    assert not {0, 1, 2} & set(inner), "special ids only where inserted"
+
+
+def test_empty_target_is_filtered_and_problems_keep_input_order(tok512: Path) -> None:
+    enc = _encoder(tok512)
+    items = [
+        (0, 1, JSON_ROW, b'{"source": "s", "target": "", "category": "c"}'),
+        (0, 2, JSON_ROW, b"not json"),
+        (0, 3, TEXT_ROW, "fine"),
+        (0, 4, BAD_ROW, ("invalid_utf8", "bad byte")),
+        (1, 0, BAD_FILE, ("empty_file", "empty")),
+    ]
+    out = enc.encode(items)
+    assert out.rows == 4
+    assert [(p[1], p[2], p[4]) for p in out.problems] == [
+        (1, "empty_target", False),
+        (2, "malformed_json", False),
+        (4, "invalid_utf8", False),
+        (0, "empty_file", True),
+    ]
+    assert out.categories == ["lbl"] and int(out.mask.sum()) == len(out.ids) - 1
+
+
+def test_tokenizer_hash_is_sha256_of_the_defining_file(
+    tok512: Path, chat_tokenizer_dir: Path
+) -> None:
+    assert tokenizer_hash(tok512) == hashlib.sha256(tok512.read_bytes()).hexdigest()
+    expected = hashlib.sha256((chat_tokenizer_dir / "tokenizer.json").read_bytes()).hexdigest()
+    assert tokenizer_hash(chat_tokenizer_dir) == expected
+    with pytest.raises(UserError, match="no tokenizer.json"):
+        tokenizer_hash(chat_tokenizer_dir.parent)
+
+
+CONVO = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi there"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Bye"},
+    {"role": "assistant", "content": "See you."},
+]
+
+
+@pytest.mark.parametrize("name", ["llama2", "llama3", "chatml"])
+def test_chat_loss_only_on_assistant_content_and_end_of_turn(
+    name: str, chat_tokenizer_dir: Path
+) -> None:
+    enc = _encoder(chat_tokenizer_dir, "chat", name)
+    tok, template = enc.tokenizer, get_template(name)
+    import json
+
+    line = json.dumps({"messages": CONVO, "category": "chat"}).encode()
+    out = enc.encode([(0, 1, JSON_ROW, line)])
+    segments = template.encode(CONVO, tok)
+    # the batched encoder and the template agree token for token
+    assert out.ids.tolist() == [i for ids, _ in segments for i in ids]
+    assert out.mask.tolist() == [int(t) for ids, t in segments for _ in ids]
+    trained = out.ids[out.mask.astype(bool)].tolist()
+    stop = template.stop_token_ids(tok)[0]
+    replies = [
+        tok(m["content"], add_special_tokens=False).input_ids
+        for m in CONVO
+        if m["role"] == "assistant"
+    ]
+    assert trained == replies[0] + [stop] + replies[1] + [stop]
+    assert out.mask[0] == 0
+    # generation prompt = the conversation so far + assistant header, never trained text
+    prompt = template.render_prompt(CONVO[:2], tok)
+    assert prompt == out.ids[: len(prompt)].tolist()
+
+
+def test_chat_templates_need_their_special_tokens(tok512: Path) -> None:
+    with pytest.raises(UserError, match="<\\|im_start\\|>"):
+        _encoder(tok512, "chat", "chatml")
+    _encoder(tok512, "chat", "llama2")  # only BOS/EOS needed
+
+
+def test_chat_rejects_raw_text_rows(tok512: Path) -> None:
+    out = _encoder(tok512, "chat", "llama2").encode([(0, 1, TEXT_ROW, "plain")])
+    assert [p[2] for p in out.problems] == ["wrong_type"]
+    assert len(out.ids) == 0 and isinstance(out.ids, np.ndarray)
