@@ -9,8 +9,9 @@ learning corpora, and English, with ratios against LLaMA-2 and against Chinese-L
 - llama2: Meta's 32,000 pieces.
 - cn-llama-49953: Chinese-LLaMA's merge (chinese_sp appended verbatim).
 - colossal-jieba-69104: Colossal's init_tokenizer recipe: top jieba words, length-sorted, score 0.
-- langgraft-69104: `--merge-sp chinese_sp --learn-from corpus/zh --target-size 69104` (the README
+- langgraft-69104: `--merge-sp chinese_sp --pieces jieba_dict.txt --target-size 69104` (the README
   quick start), keep-segmentation on.
+- langgraft-learned-69104: `--merge-sp chinese_sp --learn-from corpus/zh --target-size 69104`.
 """
 
 from __future__ import annotations
@@ -74,24 +75,67 @@ def main_bench() -> None:
         t = Path(tmp)
         models: dict[str, Path] = {"llama2": LLAMA}
         t0 = time.perf_counter()
-        main(["tokenizer", "expand", "--source", str(LLAMA), "--merge-sp", str(CSP),
-              "--no-keep-segmentation", "--out", str(t / "cn")])
+        main(
+            [
+                "tokenizer",
+                "expand",
+                "--source",
+                str(LLAMA),
+                "--merge-sp",
+                str(CSP),
+                "--no-keep-segmentation",
+                "--out",
+                str(t / "cn"),
+            ]
+        )
         models["cn-llama-49953"] = t / "cn" / "tokenizer.model"
         models["colossal-jieba-69104"] = colossal_jieba(t / "colossal.model", 69104)
         t1 = time.perf_counter()
-        main(["tokenizer", "expand", "--source", str(LLAMA), "--merge-sp", str(CSP),
-              "--learn-from", str(D / "corpus" / "zh"), "--target-size", "69104",
-              "--out", str(t / "lg")])
+        main(
+            [
+                "tokenizer",
+                "expand",
+                "--source",
+                str(LLAMA),
+                "--merge-sp",
+                str(CSP),
+                "--pieces",
+                str(D / "corpus" / "zh" / "jieba_dict.txt"),
+                "--target-size",
+                "69104",
+                "--out",
+                str(t / "lg"),
+            ]
+        )
         t2 = time.perf_counter()
         models["langgraft-69104"] = t / "lg" / "tokenizer.model"
+        main(
+            [
+                "tokenizer",
+                "expand",
+                "--source",
+                str(LLAMA),
+                "--merge-sp",
+                str(CSP),
+                "--learn-from",
+                str(D / "corpus" / "zh"),
+                "--target-size",
+                "69104",
+                "--out",
+                str(t / "learned"),
+            ]
+        )
+        models["langgraft-learned-69104"] = t / "learned" / "tokenizer.model"
         rates: dict[tuple[str, str], float] = {}
         for name, path in models.items():
             sp = spm.SentencePieceProcessor(model_file=str(path))
             for cname, lines in corpora.items():
                 n = sum(map(len, sp.encode(lines)))
                 rates[name, cname] = n / sum(map(len, lines))
-        print(f"\nexpand time: chinese-llama merge {t1 - t0:.1f}s (incl. colossal build), "
-              f"langgraft recipe {t2 - t1:.1f}s\n")
+        print(
+            f"\nexpand time: chinese-llama merge {t1 - t0:.1f}s (incl. colossal build), "
+            f"langgraft recipe (merge + jieba) {t2 - t1:.1f}s\n"
+        )
         print("| tokenizer | vocab | " + " | ".join(corpora) + " |")
         print("|---|---:|" + "---:|" * len(corpora))
         for name, path in models.items():

@@ -11,11 +11,11 @@ if [ ! -x .venv/bin/langgraft ]; then
 fi
 lg=.venv/bin/langgraft
 
-echo "== stage 1: expand LLaMA-2's tokenizer with Chinese pieces (merge + learned), 69,104 pieces"
+echo "== stage 1: expand LLaMA-2's tokenizer with Chinese pieces (Chinese-LLaMA merge, then jieba words), 69,104 pieces"
 $lg tokenizer expand --overwrite \
   --source "$D/tokenizers/llama2/tokenizer.model" \
   --merge-sp "$D/tokenizers/chinese-llama-sp/chinese_sp.model" \
-  --learn-from "$D/corpus/zh" --target-size 69104 \
+  --pieces "$D/corpus/zh/jieba_dict.txt" --target-size 69104 \
   --out "$OUT/tokenizer-zh" | tail -n 1
 
 echo "== stage 1: compression report (tokens per character; lower is better)"

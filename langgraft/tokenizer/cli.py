@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="add pieces from piece lists, other SentencePiece models or a corpus",
         description=(
             "Add pieces to a LLaMA-style SentencePiece BPE tokenizer. Sources combine in one run, "
-            "in this priority order: --pieces, --merge-sp, --learn-from. New pieces get distinct "
+            "in this priority order: --merge-sp, --pieces, --learn-from. New pieces get distinct "
             "scores below the source's lowest, are made reachable (missing characters and merge "
             "intermediates are added), and, with --keep-segmentation, never change how text "
             "without new characters is tokenized. Writes tokenizer.model, tokenizer.json, "
