@@ -181,3 +181,24 @@ def test_bad_options_are_user_errors(zh_task, tmp_path: Path) -> None:
             evaluate_mc(tiny_model(), tokenizer(), zh_task, McOptions(shots=3))
     finally:
         zh_task.subjects["agronomy"].shots = saved
+
+
+def test_length_batches_bound_padding() -> None:
+    from langgraft.eval.scorer import _length_batches
+
+    lengths = [615, 300, 200, 130, 125, 120, 118, 110, 100]
+    batches = _length_batches(lengths, batch_size=4)
+    assert [j for b in batches for j in b] == list(range(len(lengths)))
+    assert all(len(b) <= 4 for b in batches)
+    for b in batches:  # no row is padded by more than a third of its batch width
+        assert min(lengths[j] for j in b) >= 0.75 * lengths[b[0]]
+    assert batches[0] == [0] and [3, 4, 5, 6] in batches
+
+
+def test_probe_api_for_training_loops() -> None:
+    from langgraft.eval import probe_mc
+
+    task = load_task("cmmlu", CMMLU)
+    accs = probe_mc(tiny_model(), tokenizer(), task, limit=2, subjects=["arts", "genetics"])
+    assert set(accs) == {"first_token_acc", "first_token_acc/Humanities", "first_token_acc/STEM"}
+    assert all(0.0 <= v <= 1.0 for v in accs.values())
