@@ -214,3 +214,17 @@ def test_invalid_pieces_reported_with_line(tmp_path, llama2_model):
     origins = {s["origin"].rsplit(":", 1)[1]: s["reason"] for s in info["skipped_pieces"]}
     assert set(origins) == {"1", "2", "3"}
     assert "empty" in origins["1"] and "whitespace" in origins["2"] and "byte" in origins["3"]
+
+
+def test_chained_expansion_from_hf_directory(tmp_path, llama2_model):
+    """A HF tokenizer directory (our own output) is a valid source; old ids stay put."""
+    f1, f2 = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    f1.write_text('{"piece": "你好"}\n')
+    f2.write_text('{"piece": "世界"}\n')
+    rc, first = expand(tmp_path, llama2_model, "--pieces", str(f1), name="first")
+    assert rc == 0
+    rc, second = expand(tmp_path, first, "--pieces", str(f2), name="second")
+    assert rc == 0
+    a, b = load_proto(first / "tokenizer.model"), load_proto(second / "tokenizer.model")
+    assert [p.piece for p in b.pieces[: len(a.pieces)]] == [p.piece for p in a.pieces]
+    assert pieces(second).encode_as_pieces("你好世界")[-2:] == ["你好", "世界"]
