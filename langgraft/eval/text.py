@@ -35,6 +35,10 @@ class TextLoss:
     bytes: int
     nll: float
     """Total negative log-likelihood in nats."""
+    windows: int = 0
+    """Model inputs the documents were cut into."""
+    max_length: int = 0
+    """Window length used (BOS included)."""
 
     @property
     def loss_per_token(self) -> float:
@@ -105,6 +109,13 @@ def evaluate_text(
     """Total loss of `model` over `docs`; see the module docstring for the windowing."""
     import torch
 
+    limit = int(getattr(model.config, "max_position_embeddings", max_length))
+    if max_length > limit:
+        # Positions past the trained context are not an error for RoPE, just meaningless.
+        log.info(
+            "%s: window %d -> %d (the model's max_position_embeddings)", name, max_length, limit
+        )
+        max_length = limit
     bos = tokenizer.bos_token_id
     if bos is None:
         raise UserError("tokenizer has no BOS token; text loss scores every token behind BOS")
@@ -136,7 +147,7 @@ def evaluate_text(
             ).item()
     chars = sum(len(d) for d in docs)
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
-    return TextLoss(name, len(docs), tokens, chars, nbytes, nll)
+    return TextLoss(name, len(docs), tokens, chars, nbytes, nll, len(rows), max_length)
 
 
 def markdown(results: list[TextLoss], model: str) -> str:

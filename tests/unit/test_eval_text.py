@@ -28,12 +28,21 @@ def test_text_loss_matches_hand_computation() -> None:
                 lp = torch.log_softmax(model(torch.tensor([row])).logits[0].float(), -1)
             nll -= sum(lp[j - 1, row[j]].item() for j in range(1, len(row)))
     assert res.tokens == n_tok and res.documents == 2
+    assert res.windows == sum(
+        -(-len(tok(d, add_special_tokens=False)["input_ids"]) // 5) for d in docs
+    )
     assert res.nll == pytest.approx(nll, rel=1e-5)
     assert res.chars == sum(map(len, docs)) and res.bytes == sum(len(d.encode()) for d in docs)
     assert res.bits_per_byte == pytest.approx(nll / math.log(2) / res.bytes, rel=1e-5)
     assert res.nats_per_char == pytest.approx(nll / res.chars, rel=1e-5)
     # A random model over a 32k vocabulary: about ln(32000) nats per token, no better.
     assert 0.7 * math.log(32000) < res.loss_per_token < 2.5 * math.log(32000)
+
+
+def test_window_clamped_to_model_context() -> None:
+    doc = "word " * 3000  # ~3000 tokens; the tiny model's context is 2048
+    res = evaluate_text(tiny_model(), tokenizer(), [doc], max_length=100_000)
+    assert res.max_length == 2048 and res.windows == 2
 
 
 def test_read_corpus_formats_and_limits(tmp_path: Path) -> None:
