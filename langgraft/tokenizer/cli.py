@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 from langgraft.config import add_dataclass_args, from_namespace
@@ -17,12 +16,20 @@ def run_expand(args: argparse.Namespace) -> int:
     from langgraft.tokenizer.expand import expand
 
     summary = expand(from_namespace(ExpandConfig, args))
-    print(json.dumps(summary, indent=1, ensure_ascii=False))
     print(
         f"{summary['source_size']:,} -> {summary['final_size']:,} pieces "
-        f"(+{summary['added']:,}, of which {summary['added_intermediate']:,} merge intermediates; "
-        f"{summary['skipped']:,} candidates skipped) -> {args.out}"
+        f"(+{summary['added']:,}, of which {summary['added_intermediate']:,} merge intermediates)"
     )
+    for reason, n in summary["skipped_by_reason"].items():
+        print(f"  skipped {n:,}: {reason}")
+    if summary["unreachable"]:
+        print(f"  {summary['unreachable']:,} added pieces can never form (no merge path)")
+    if summary["never_used_on_corpus"] is not None:
+        print(
+            f"  {summary['never_used_on_corpus']:,} added pieces never occur on "
+            f"{summary['check_corpus_samples']:,} samples of the check corpus"
+        )
+    print(f"wrote {args.out} (details in {args.out}/expansion.json)")
     return 0
 
 

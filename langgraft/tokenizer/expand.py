@@ -159,6 +159,7 @@ class Expander:
         self.no_digits = proto.trainer_spec.split_digits
         self.first_score = self.next_score = min_regular_score(proto) - 1.0
         self.result = Expansion()
+        self.reasons: Counter[str] = Counter()
 
     def unsafe_reason(self, piece: str) -> str | None:
         if not self.keep:
@@ -226,7 +227,12 @@ class Expander:
             if len(self.proto.pieces) + len(path) + 1 > self.target:
                 reason = "target size reached"
         if reason is not None:
-            self.result.skipped.append({"piece": piece, "origin": cand.origin, "reason": reason})
+            # Everything after the target would be listed; a count says as much.
+            if reason != "target size reached":
+                self.result.skipped.append(
+                    {"piece": piece, "origin": cand.origin, "reason": reason}
+                )
+            self.reasons[reason] += 1
             return False
         for inter in path:
             self._append(inter, cand.origin, "intermediate")
@@ -283,6 +289,20 @@ def count_unused(proto: ModelProto, added: list[str], corpora: list[Path]) -> tu
     return sum(1 for p in added if seen[ids[p]] == 0), n
 
 
+def write_record(path: Path, summary: dict, result: Expansion) -> None:
+    """expansion.json: the summary, then one line per added and per skipped piece."""
+
+    def rows(items: list[dict]) -> str:
+        return ",\n".join("  " + json.dumps(x, ensure_ascii=False) for x in items)
+
+    head = json.dumps(summary, indent=1, ensure_ascii=False)[:-2]
+    path.write_text(
+        f'{head},\n "added_pieces": [\n{rows(result.added)}\n ],\n'
+        f' "skipped_pieces": [\n{rows(result.skipped)}\n ]\n}}\n',
+        encoding="utf-8",
+    )
+
+
 def expand(cfg: ExpandConfig) -> dict:
     """Run the expansion and write the HF tokenizer directory; return the summary."""
     from tqdm import tqdm
@@ -308,7 +328,7 @@ def expand(cfg: ExpandConfig) -> dict:
     unreachable = [p for p in added if segment(p, exp.scores) != [p]]
     corpora = cfg.check_corpus or cfg.learn_from
     unused, samples = count_unused(proto, added, corpora) if corpora and added else (None, 0)
-    reasons = Counter(s["reason"] for s in exp.result.skipped)
+    reasons = exp.reasons
     summary = {
         "source": str(src_path),
         "source_sha256": sha256_file(src_path),
@@ -317,7 +337,7 @@ def expand(cfg: ExpandConfig) -> dict:
         "added": len(added),
         "added_intermediate": sum(a["role"] == "intermediate" for a in exp.result.added),
         "candidates": len(cands),
-        "skipped": len(exp.result.skipped),
+        "skipped": sum(reasons.values()),
         "skipped_by_reason": dict(reasons.most_common()),
         "keep_segmentation": cfg.keep_segmentation,
         "intermediates": intermediates,
@@ -337,6 +357,5 @@ def expand(cfg: ExpandConfig) -> dict:
     }
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         write_hf_tokenizer(proto, tmp)
-        record = {**summary, "added_pieces": exp.result.added, "skipped_pieces": exp.result.skipped}
-        (tmp / "expansion.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        write_record(tmp / "expansion.json", summary, exp.result)
     return summary

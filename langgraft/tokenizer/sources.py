@@ -93,7 +93,7 @@ def read_piece_file(path: Path, top: int | None = None) -> list[Candidate]:
             row = _json_line(path, n, line)
             if not isinstance(row, dict) or not isinstance(row.get("piece"), str):
                 raise UserError(f'{path}:{n}: expected an object like {{"piece": "人工智能"}}')
-            out.append(Candidate(row["piece"], f"{path}:{n}"))
+            out.append(Candidate(row["piece"], f"{path.name}:{n}"))
         return out[:top] if top else out
     freq_rows: list[tuple[int, int, str]] = []
     for n, line in _open_text(path):
@@ -111,7 +111,7 @@ def read_piece_file(path: Path, top: int | None = None) -> list[Candidate]:
             )
     freq_rows.sort()  # by frequency, then file order
     rows = freq_rows[:top] if top else freq_rows
-    return [Candidate(word, f"{path}:{n}") for _, n, word in rows]
+    return [Candidate(word, f"{path.name}:{n}") for _, n, word in rows]
 
 
 def pieces_of_model(path: Path) -> list[Candidate]:
@@ -121,7 +121,7 @@ def pieces_of_model(path: Path) -> list[Candidate]:
         (i for i, p in enumerate(proto.pieces) if p.type == NORMAL),
         key=lambda i: (-proto.pieces[i].score, i),
     )
-    return [Candidate(proto.pieces[i].piece, f"{path}#{i}") for i in order]
+    return [Candidate(proto.pieces[i].piece, f"{Path(path).name}#{i}") for i in order]
 
 
 def _strings(obj: Any) -> Iterator[str]:
