@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "tokenizer": "langgraft.tokenizer.cli",
     "prepare": "langgraft.data.cli",
     "eval": "langgraft.eval.cli",
+    "model": "langgraft.model.cli",
 }
 
 

@@ -1,0 +1,83 @@
+"""`langgraft model import-llama2c|expand`: see `langgraft.model.llama2c` and `.expand`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from langgraft.config import add_dataclass_args, from_namespace
+from langgraft.model.expand import ExpandConfig
+
+
+@dataclass
+class ImportLlama2cConfig:
+    checkpoint: Path
+    """llama2.c checkpoint in the legacy v0 format (e.g. stories260K.bin)."""
+    tokenizer: Path
+    """The SentencePiece tokenizer.model the checkpoint was trained with (e.g. tok512.model)."""
+    out: Path
+    """Output Hugging Face model directory (written atomically)."""
+    overwrite: bool = False
+    """Replace an existing output directory."""
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from langgraft.fsutil import atomic_output_dir
+    from langgraft.model.llama2c import import_llama2c
+
+    cfg = from_namespace(ImportLlama2cConfig, args)
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+        meta = import_llama2c(cfg.checkpoint, cfg.tokenizer, tmp)
+    h = meta["header"]
+    print(
+        f"{cfg.checkpoint} -> {cfg.out}: LlamaForCausalLM dim {h['dim']}, {h['n_layers']} layers, "
+        f"vocab {h['vocab_size']}, {meta['n_params']:,} parameters"
+    )
+    return 0
+
+
+def run_expand(args: argparse.Namespace) -> int:
+    from langgraft.model.expand import expand_model
+
+    summary = expand_model(from_namespace(ExpandConfig, args))
+    print(json.dumps(summary, indent=1, ensure_ascii=False))
+    print(
+        f"{summary['n_source_pieces']:,} -> {summary['n_target_pieces']:,} pieces "
+        f"(+{summary['n_added']:,}), vocab_size {summary['vocab_size']:,} -> {args.out}"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="import a llama2.c checkpoint; expand a model for a new tokenizer",
+        description="Model import and embedding initialisation (stage 2).",
+    )
+    msub = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
+    i = msub.add_parser(
+        "import-llama2c",
+        help="convert a llama2.c .bin checkpoint + tokenizer to a HF LlamaForCausalLM directory",
+        description=(
+            "Convert a llama2.c legacy v0 checkpoint and its SentencePiece tokenizer into a "
+            "Hugging Face LlamaForCausalLM directory: model.safetensors (fp32), config.json, "
+            "generation_config.json (stops on EOS or BOS, as llama2.c's run.c), tokenizer files, "
+            "langgraft.json."
+        ),
+    )
+    add_dataclass_args(i, ImportLlama2cConfig)
+    i.set_defaults(func=run_import)
+    e = msub.add_parser(
+        "expand",
+        help="resize embeddings/lm_head for an expanded tokenizer and initialise new rows",
+        description=(
+            "Resize embed_tokens and lm_head (tied or untied, as the source) to the expanded "
+            "tokenizer, initialise the new rows, copy the tokenizer in. Old rows are kept bit for "
+            "bit, so the model's logits over the old vocabulary are unchanged. Streams one tensor "
+            "at a time; checks everything before writing; the output appears atomically."
+        ),
+    )
+    add_dataclass_args(e, ExpandConfig)
+    e.set_defaults(func=run_expand)
