@@ -11,7 +11,7 @@ from langgraft.errors import UserError
 
 # Fields that change how a run goes but never what it writes; they stay out of the manifest so
 # that, e.g., `--workers 1` and `--workers 4` give byte-identical manifests.
-RUN_ONLY_FIELDS = ("out", "overwrite", "workers", "progress", "jsonl")
+RUN_ONLY_FIELDS = ("out", "overwrite", "workers", "progress", "jsonl", "tokenizer_backend")
 
 
 @dataclass
@@ -47,6 +47,10 @@ class PrepareConfig:
     workers: int = 1
     """Tokenizer processes. 1 tokenizes in the main process (the Rust tokenizer still uses every
     core for a batch); N > 1 also parses JSON in N worker processes."""
+    tokenizer_backend: Literal["auto", "hf", "sentencepiece"] = "auto"
+    """Who encodes text: sentencepiece when the tokenizer has a tokenizer.model with the same
+    pieces (faster; checked against tokenizer.json as it runs), else tokenizer.json (hf). The
+    ids are the same either way."""
     jsonl: bool = False
     """Also write a jsonl mirror of every bucket (jsonl/bucket_XX.jsonl)."""
     overwrite: bool = False

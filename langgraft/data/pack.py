@@ -88,13 +88,20 @@ class BestFitPacker:
         self._serial = 0
         self._spare: list[_OpenSequence] = []
 
-    def add(self, ids: np.ndarray, mask: np.ndarray) -> None:
-        """Add one document (token ids and trained-token mask; mask[0] must be 0)."""
+    def add(self, ids: np.ndarray, mask: np.ndarray, trained: int | None = None) -> None:
+        """Add one document (token ids and trained-token mask; mask[0] must be 0).
+
+        `trained` (the mask's count of ones, if the caller has it) saves a pass over the mask.
+        """
         if len(ids) == 0:
             return
         assert mask[0] == 0, "a document must start with an untrained token"
         st = self.stats
         st.documents += 1
+        if len(ids) <= self.max_length and (trained if trained is not None else mask.any()):
+            st.chunks += 1
+            self._place(ids, mask)
+            return
         if len(ids) > self.max_length:
             st.split_documents += 1
         for chunk_ids, chunk_mask, overlap in split_document(ids, mask, self.max_length):

@@ -64,16 +64,22 @@ class PrepareResult:
 def batch_items(
     items: Iterable[Item], max_rows: int = BATCH_ROWS, max_chars: int = BATCH_CHARS
 ) -> Iterator[list[Item]]:
-    """Group the row stream into batches of at most max_rows rows / about max_chars characters."""
+    """Group the row stream into batches of at most max_rows rows / about max_chars characters.
+
+    The first batch is 16x smaller: the main process encodes it alone (checking the tokenizer
+    backends) while the worker processes start, so it should not keep them waiting.
+    """
     batch: list[Item] = []
     chars = 0
+    rows_cap, chars_cap = max(1, max_rows // 16), max(1, max_chars // 16)
     for item in items:
         batch.append(item)
         payload = item[3]
         chars += len(payload) if isinstance(payload, str | bytes) else 0
-        if len(batch) >= max_rows or chars >= max_chars:
+        if len(batch) >= rows_cap or chars >= chars_cap:
             yield batch
             batch, chars = [], 0
+            rows_cap, chars_cap = max_rows, max_chars
     if batch:
         yield batch
 
@@ -145,15 +151,19 @@ def _read_and_pack(
                         )
                     acc.reject(where, reason, message, file_level)
                 offset = 0
-                for category, n in zip(enc.categories, enc.lengths, strict=True):
-                    ids = enc.ids[offset : offset + n]
-                    mask = enc.mask[offset : offset + n]
-                    offset += n
-                    counts = acc.categories.setdefault(category, CategoryCounts())
+                for category, n, trained in zip(
+                    enc.categories, enc.lengths, enc.trained, strict=True
+                ):
+                    counts = acc.categories.get(category)
+                    if counts is None:
+                        counts = acc.categories[category] = CategoryCounts()
                     counts.rows += 1
                     counts.tokens_in += n
-                    counts.target_in += int(mask.sum())
-                    packing.packer(category).add(ids, mask)
+                    counts.target_in += trained
+                    packing.packer(category).add(
+                        enc.ids[offset : offset + n], enc.mask[offset : offset + n], trained
+                    )
+                    offset += n
                 tokens += offset
                 now = time.perf_counter()
                 if now - last_postfix > 0.5:
@@ -240,6 +250,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         allow_missing_category=cfg.allow_missing_category,
         labels=tuple(f.label for f in files),
         template=template,
+        backend=cfg.tokenizer_backend,
     )
     encoder = Encoder(spec)
     tok_info = {
@@ -305,6 +316,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         (out / "config.json").write_text(
             json.dumps(to_dict(cfg), indent=2, ensure_ascii=False) + "\n"
         )
+    log.info("encoded with %s", encoder.text.name)
     rejected = manifest["counts"]["rows"]["rejected"]
     if rejected:
         log.warning(

@@ -6,12 +6,14 @@ whole row separately and assumes they line up; they need not). Loss is on target
 are laid out by `langgraft.templates`; loss is on assistant content + its end-of-turn token.
 Special tokens are always inserted by id.
 
-Speed: the batch's texts go to the Rust tokenizer in one `encode_batch_fast` call (no offsets,
-parallel over cores), not through `PreTrainedTokenizer.__call__`.
+Speed: a batch's texts are encoded in one call, never row by row (`langgraft.data.textenc`
+picks sentencepiece or the Rust tokenizer and checks they agree). With --workers N, JSON parsing,
+validation and encoding run in N processes that import neither transformers nor torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -23,6 +25,7 @@ import numpy as np
 
 from langgraft.data import rows as rowlib
 from langgraft.data.sources import BAD_FILE, BAD_ROW, JSON_ROW, Item
+from langgraft.data.textenc import LightSpec, LightTextEncoder, TextEncoder, sentencepiece_model
 from langgraft.errors import UserError
 from langgraft.fsutil import sha256_file
 
@@ -56,6 +59,8 @@ class EncoderSpec:
     allow_missing_category: bool
     labels: tuple[str, ...]
     template: str | None = None
+    backend: str = "auto"
+    """auto | hf | sentencepiece: who encodes text (the ids are the same; see the module doc)."""
 
 
 @dataclass
@@ -64,35 +69,62 @@ class EncodedBatch:
     """Rows read in this batch (accepted + rejected)."""
     categories: list[str] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    trained: list[int] = field(default_factory=list)
+    """Per accepted row: how many of its tokens are trained on."""
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     mask: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
     """1 where the token is trained on (its label is itself), 0 where the label is -100."""
     problems: list[tuple[int, int, str, str, bool]] = field(default_factory=list)
     """(file index, line, reason, message, file_level), in input order."""
+    samples: list[tuple[str, list[int]]] = field(default_factory=list)
+    """(text, ids) a worker's sentencepiece produced, for the main process to check."""
 
 
 class Encoder:
-    def __init__(self, spec: EncoderSpec) -> None:
-        from langgraft.tokenizer.hf import load_tokenizer
+    """Rows -> (ids, trained mask). Built from the tokenizer in the main process, or from a
+    `LightSpec` (sentencepiece + resolved special ids) in a worker process."""
 
+    def __init__(self, spec: EncoderSpec, light: LightSpec | None = None) -> None:
         self.spec = spec
-        self.tokenizer = load_tokenizer(spec.tokenizer)
-        self.backend = self.tokenizer.backend_tokenizer
-        self.bos, self.eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
         self.template = None
         if spec.kind == "chat":
             from langgraft.templates import get_template
 
             self.template = get_template(spec.template or "llama2")
+        if light is not None:
+            self.tokenizer = None
+            self.text: TextEncoder | LightTextEncoder = LightTextEncoder(light)
+            self.bos, self.eos = light.bos, light.eos
+            self.special_ids = dict(light.special_ids)
+            return
+        from langgraft.tokenizer.hf import load_tokenizer
+
+        self.tokenizer = load_tokenizer(spec.tokenizer)
+        # One thread per process when worker processes share the cores.
+        threads = 1 if os.environ.get("TOKENIZERS_PARALLELISM") == "false" else -1
+        self.text = TextEncoder(self.tokenizer, spec.tokenizer, spec.backend, threads)
+        self.bos, self.eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        self.special_ids = {}
+        if self.template is not None:
+            from langgraft.templates import OPTIONAL_BOS
+
             self.template.check(self.tokenizer)
-            self._special_ids: dict[str, int] = {}
+            probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+            probe.append({"role": "assistant", "content": "a"})
+            for part in self.template.parts(probe, add_generation_prompt=True):
+                if part.special is not None and part.special != OPTIONAL_BOS:
+                    self.special_ids[part.special] = self.template.special_id(
+                        self.tokenizer, part.special
+                    )
         elif self.bos is None or self.eos is None:
             raise UserError(f"{spec.tokenizer}: the tokenizer needs BOS and EOS tokens")
 
-    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+    def light_spec(self) -> LightSpec | None:
+        """The worker version of this encoder, if sentencepiece encodes (else None)."""
+        if not isinstance(self.text, TextEncoder) or self.text.sp is None:
+            return None
+        model = sentencepiece_model(self.spec.tokenizer)
+        return LightSpec(str(model), self.bos, self.eos, dict(self.special_ids))
 
     def encode(self, items: list[Item]) -> EncodedBatch:
         out = EncodedBatch()
@@ -114,6 +146,8 @@ class Encoder:
         else:
             self._assemble_pretrain(good, out)
         out.problems.sort(key=lambda p: (p[0], p[1]))
+        if isinstance(self.text, LightTextEncoder):
+            out.samples, self.text.samples = self.text.samples, []
         return out
 
     def _parse(self, file_idx: int, kind: int, payload: Any) -> Any:
@@ -137,7 +171,7 @@ class Encoder:
         texts = [r.target for _, _, r in good]
         src_rows = [i for i, (_, _, r) in enumerate(good) if r.source]
         texts += [good[i][2].source for i in src_rows]
-        enc = self._encode_texts(texts)
+        enc = self.text.encode(texts)
         sources: dict[int, list[int]] = dict(zip(src_rows, enc[len(good) :], strict=True))
         flat: list[int] = []
         spans: list[tuple[int, int]] = []  # (start of target, end) in flat
@@ -157,6 +191,7 @@ class Encoder:
             spans.append((t0, len(flat)))
             out.categories.append(row.category)
             out.lengths.append(len(flat) - start)
+            out.trained.append(len(target) + 1)
         out.ids = np.array(flat, dtype=np.int32)
         out.mask = np.zeros(len(flat), dtype=np.uint8)
         for a, b in spans:
@@ -165,11 +200,11 @@ class Encoder:
     def _assemble_chat(self, good: list[Any], out: EncodedBatch) -> None:
         assert self.template is not None
         layouts = [self.template.parts(r.messages) for _, _, r in good]
-        enc = iter(self._encode_texts([p.text for ps in layouts for p in ps if p.text is not None]))
+        enc = iter(self.text.encode([p.text for ps in layouts for p in ps if p.text is not None]))
         flat: list[int] = []
         mask: list[int] = []
         for (_, _, row), parts in zip(good, layouts, strict=True):
-            start = len(flat)
+            start, trained = len(flat), 0
             for p in parts:
                 if p.text is not None:
                     ids = next(enc)
@@ -177,8 +212,10 @@ class Encoder:
                     ids = self._special(p.special)
                 flat.extend(ids)
                 mask.extend([int(p.trainable)] * len(ids))
+                trained += len(ids) if p.trainable else 0
             out.categories.append(row.category)
             out.lengths.append(len(flat) - start)
+            out.trained.append(trained)
         out.ids = np.array(flat, dtype=np.int32)
         out.mask = np.array(mask, dtype=np.uint8)
 
@@ -187,9 +224,7 @@ class Encoder:
 
         if name == OPTIONAL_BOS:
             return [] if self.bos is None else [self.bos]
-        if name not in self._special_ids:
-            self._special_ids[name] = self.template.special_id(self.tokenizer, name)  # type: ignore[union-attr]
-        return [self._special_ids[name]]
+        return [self.special_ids[name]]  # type: ignore[index]
 
 
 # --- worker processes -------------------------------------------------------------------------
@@ -197,9 +232,9 @@ class Encoder:
 _WORKER: Encoder | None = None
 
 
-def _init_worker(spec: EncoderSpec) -> None:
+def _init_worker(spec: EncoderSpec, light: LightSpec | None) -> None:
     global _WORKER
-    _WORKER = Encoder(spec)
+    _WORKER = Encoder(spec, light)
 
 
 def _encode_in_worker(items: list[Item]) -> EncodedBatch:
@@ -207,38 +242,62 @@ def _encode_in_worker(items: list[Item]) -> EncodedBatch:
     return _WORKER.encode(items)
 
 
-def encode_stream(
-    encoder: Encoder, batches: Iterable[list[Item]], workers: int
-) -> Iterator[EncodedBatch]:
-    """Encode batches in input order, in this process (workers=1) or in a pool of processes.
-
-    At most 2 x workers batches are in flight, so memory does not grow with the input
-    (`Pool.imap` would read the whole input ahead into its task queue).
-    """
-    if workers <= 1:
-        for batch in batches:
-            yield encoder.encode(batch)
-        return
+def _start_pool(workers: int, spec: EncoderSpec, light: LightSpec | None) -> Any:
     import multiprocessing as mp
 
-    # Each worker tokenizes single-threaded: N processes x all-core Rust threads oversubscribe.
+    # Each worker encodes single-threaded: N processes x all-core threads oversubscribe.
     # "spawn", not fork: a forked copy of a tokenizer that has used its thread pool can deadlock.
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        pool = mp.get_context("spawn").Pool(
-            workers, initializer=_init_worker, initargs=(encoder.spec,)
+        return mp.get_context("spawn").Pool(
+            workers, initializer=_init_worker, initargs=(spec, light)
         )
     finally:
         if saved is None:
             del os.environ["TOKENIZERS_PARALLELISM"]
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = saved
-    with pool:
+
+
+def encode_stream(
+    encoder: Encoder, batches: Iterable[list[Item]], workers: int
+) -> Iterator[EncodedBatch]:
+    """Encode batches in input order, in this process (workers=1) or in a pool of processes.
+
+    The first batch is always encoded here, while the workers start: it settles which backend
+    encodes (see textenc). At most 2 x workers batches are in flight, so memory does not grow
+    with the input (`Pool.imap` would read the whole input ahead into its task queue).
+    """
+    batches = iter(batches)
+    light = encoder.light_spec()
+    with contextlib.ExitStack() as stack:
+        pool = (
+            stack.enter_context(_start_pool(workers, encoder.spec, light)) if workers > 1 else None
+        )
+        first = next(batches, None)
+        if first is None:
+            return
+        out = encoder.encode(first)
+        if pool is not None and light is not None and encoder.light_spec() is None:
+            pool.terminate()  # sentencepiece was rejected on the first batch: workers need hf
+            pool = stack.enter_context(_start_pool(workers, encoder.spec, None))
+        yield out
+        if pool is None:
+            for batch in batches:
+                yield encoder.encode(batch)
+            return
         pending: deque[Any] = deque()
+
+        def result() -> EncodedBatch:
+            out = pending.popleft().get()
+            if isinstance(encoder.text, TextEncoder):
+                encoder.text.check_samples(out.samples)
+            return out
+
         for batch in batches:
             pending.append(pool.apply_async(_encode_in_worker, (batch,)))
             if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
+                yield result()
         while pending:
-            yield pending.popleft().get()
+            yield result()

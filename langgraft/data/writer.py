@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from langgraft.fsutil import sha256_file
+
 COLUMNS = ("input_ids", "labels", "doc_lens", "category")
 SHARD_BYTES = 512 << 20  # datasets' default max_shard_size
 BATCH_ROWS = 256
@@ -148,10 +150,8 @@ class BucketWriter:
             self._next_shard()
         if self._jsonl is not None:
             self._jsonl.close()
-        hashes = {}
-        for name in self.shard_names:
-            h = hashlib.sha256((self.directory / name).read_bytes())
-            hashes[name] = h.hexdigest()
+        # Streamed: a whole shard read into memory would make peak memory grow with the corpus.
+        hashes = {name: sha256_file(self.directory / name) for name in self.shard_names}
         fingerprint = hashlib.sha256("".join(hashes.values()).encode()).hexdigest()[:16]
         state = {
             "_data_files": [{"filename": n} for n in self.shard_names],

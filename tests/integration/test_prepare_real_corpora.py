@@ -69,3 +69,7 @@ def test_real_corpora_lose_no_row_and_no_token(tmp_path: Path, shared_data: Path
         tokens += bucket["tokens"]
         sequences += table.num_rows
     assert (supervised, tokens, sequences) == (t["supervised_out"], t["out"], c["sequences"])
+    # sentencepiece (the default here) and tokenizer.json give the same ids on every row, and a
+    # second run with the other backend and 2 workers is byte-identical
+    cfg.out, cfg.tokenizer_backend, cfg.workers = tmp_path / "hf", "hf", 2
+    assert prepare(cfg).manifest["content_sha256"] == m["content_sha256"]

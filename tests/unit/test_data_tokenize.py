@@ -140,3 +140,31 @@ def test_chat_rejects_raw_text_rows(tok512: Path) -> None:
     out = _encoder(tok512, "chat", "llama2").encode([(0, 1, TEXT_ROW, "plain")])
     assert [p[2] for p in out.problems] == ["wrong_type"]
     assert len(out.ids) == 0 and isinstance(out.ids, np.ndarray)
+
+
+def test_sentencepiece_backend_is_checked_against_tokenizer_json(tok512: Path, monkeypatch) -> None:
+    from langgraft.data.textenc import TextEncoder
+
+    enc = _encoder(tok512)
+    assert isinstance(enc.text, TextEncoder) and enc.text.name == "sentencepiece"
+    assert enc.light_spec() is not None
+    texts = ["hello world", "a cat sat", "once upon a time"]
+    # a disagreement on the first batch falls back to tokenizer.json, with the right ids
+    real = enc.text.sp.encode
+    monkeypatch.setattr(enc.text.sp, "encode", lambda t, num_threads: [[7] for _ in t])
+    assert enc.text.encode(texts) == enc.text.encode_hf(texts)
+    assert enc.text.name == "tokenizer.json" and enc.light_spec() is None
+    # once verified, a later disagreement is an error, not silent drift
+    enc2 = _encoder(tok512)
+    assert enc2.text.encode(texts) == enc2.text.encode_hf(texts)
+    monkeypatch.setattr(enc2.text.sp, "encode", lambda t, num_threads: [[7] for _ in t])
+    with pytest.raises(UserError, match="--tokenizer-backend hf"):
+        enc2.text.encode(texts)
+    with pytest.raises(UserError, match="--tokenizer-backend hf"):
+        enc2.text.check_samples([("hello world", [7])])
+    assert real  # the unpatched encoder is used by every other test
+
+
+def test_hf_backend_when_asked(tok512: Path) -> None:
+    enc = Encoder(EncoderSpec(str(tok512), "pretrain", None, False, ("l",), None, "hf"))
+    assert enc.text.name == "tokenizer.json" and enc.light_spec() is None
