@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "prepare": "langgraft.data.cli",
     "eval": "langgraft.eval.cli",
     "model": "langgraft.model.cli",
+    "train": "langgraft.train.cli",
 }
 
 

@@ -1,0 +1,122 @@
+"""`langgraft train`: continual pretraining from a YAML recipe (see docs/train.md).
+
+langgraft train --config recipes/demo-stories260k.yaml
+langgraft train --config recipes/demo-stories260k.yaml --resume auto
+langgraft train --config RECIPE.yaml --stages.0.lr=1e-3 --train.micro_batch_size=4
+langgraft train --config RECIPE.yaml --init-from runs/x/export/stage-0-warmup --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from langgraft.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class _OverridesParser(argparse.ArgumentParser):
+    """Collects unknown `--dotted.key=value` options as recipe overrides instead of failing."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extra = super().parse_known_args(args, namespace)
+        ns.overrides = list(getattr(ns, "overrides", None) or []) + extra
+        return ns, []
+
+
+def run(args: argparse.Namespace) -> int:
+    import random
+
+    import numpy as np
+    import torch
+
+    from langgraft.config import save_resolved, to_dict
+    from langgraft.data.tokenize import tokenizer_hash
+    from langgraft.distributed import checkpoint as ckpt
+    from langgraft.distributed.parallel import check_layout, parallelize
+    from langgraft.tokenizer import load_tokenizer
+    from langgraft.train.recipe import load_recipe
+    from langgraft.train.setup import load_model, pad_token_id, pick_device
+    from langgraft.train.trainer import Trainer
+
+    recipe = load_recipe(args.config, args.overrides)
+    check_layout(recipe.plugin)
+    if args.resume and args.init_from:
+        raise UserError("--resume and --init-from exclude each other (full state vs weights)")
+    out = Path(recipe.out)
+    resume = ckpt.find_checkpoint(out, args.resume) if args.resume else None
+    if args.resume == "auto" and resume is None:
+        log.info("--resume auto: no checkpoint in %s yet; starting from the beginning", out)
+    random.seed(recipe.seed)
+    np.random.seed(recipe.seed % 2**32)
+    torch.manual_seed(recipe.seed)
+    device = pick_device(recipe)
+    tok_path = recipe.tokenizer or recipe.model
+    tokenizer = load_tokenizer(tok_path)
+    model = load_model(recipe, device)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        raise UserError(
+            f"tokenizer {tok_path} has {len(tokenizer)} tokens but the model's embedding has "
+            f"{model.get_input_embeddings().weight.shape[0]} rows; run `langgraft model expand`"
+        )
+    if args.init_from:
+        ckpt.load_model_weights(model, Path(args.init_from))
+        log.info("initialised weights from %s", args.init_from)
+    model = parallelize(model, recipe.grad_checkpoint)
+    max_length = recipe.max_length or int(model.config.max_position_embeddings)
+    trainer = Trainer(
+        recipe, model, tokenizer, tokenizer_hash(tok_path), device, pad_token_id(tokenizer),
+        max_length, where=str(args.config),
+    )  # fmt: skip
+    if args.dry_run:
+        plans = [
+            {"stage": p.stage.name, "steps": p.total_steps, "warmup": p.warmup_steps,
+             "tokens_per_step": round(p.tokens_per_step), "rows_per_pass": p.sampler.rows_per_epoch,
+             "buckets": p.sampler.num_buckets}
+            for p in trainer.plans
+        ]  # fmt: skip
+        print(json.dumps({"recipe": to_dict(recipe), "plans": plans}, indent=2))
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(recipe, out / "recipe.json")
+    summary = trainer.train(resume)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for s in summary["stages"]:
+        print(f"{s['name']}: {s['steps']} steps, final loss {s['final_loss']:.4f}")
+    print(f"{summary['global_step']} steps, {summary['tokens_seen']:,} tokens -> {out}")
+    return 0
+
+
+def register(subparsers: Any, name: str = "train") -> None:
+    p = subparsers.add_parser(
+        name,
+        help="continual pretraining from a YAML recipe (stages, buckets, exact resume)",
+        description="Train a HF LLaMA-family model through the stages of a YAML recipe. Any "
+        "recipe key can be overridden with a dotted option: --train.lr=1e-4, "
+        "--stages.0.steps=100, --checkpoint.keep_last=2.",
+        allow_abbrev=False,
+    )
+    p.__class__ = _OverridesParser
+    p.add_argument("--config", required=True, type=Path, help="the YAML recipe")
+    p.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        help="continue exactly from a checkpoint: auto = the run's latest (or start fresh if "
+        "there is none), or a checkpoint directory",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="PATH",
+        help="load weights only (a checkpoint or HF directory) before stage 0, e.g. the export "
+        "of a previous run's stage (Colossal --load_checkpoint .../modeling)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="load, validate and plan every stage (steps, warm-up), print it, train nothing",
+    )
+    p.set_defaults(func=run, overrides=[])

@@ -1,0 +1,204 @@
+"""Reading `prepare` output for training: bucket order, seeded shuffle within a bucket, exact resume.
+
+Colossal-LLaMA-2 concatenates its buckets and shuffles globally, so its curriculum never happens.
+Here a stage's pass over its data is bucket 0, then bucket 1, ...; each bucket's pool is the
+rows of that bucket of every source (weighted) shuffled with a seed derived from
+(seed, stage, epoch, bucket). The order is a pure function of those numbers, so the sampler
+state is just (epoch, cursor) and a resume continues with the very next row, without replaying
+or skipping batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from langgraft.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "langgraft-prepared/1"
+
+
+@dataclass
+class Row:
+    input_ids: np.ndarray
+    labels: np.ndarray
+    doc_lens: np.ndarray
+    category: str
+
+
+class _ListColumn:
+    """A list<int32> column as (offsets, values) numpy views over memory-mapped Arrow batches."""
+
+    def __init__(self, arrays: list[Any]) -> None:
+        self.parts = [(a.offsets.to_numpy(), a.values.to_numpy()) for a in arrays]
+
+    def get(self, part: int, i: int) -> np.ndarray:
+        offsets, values = self.parts[part]
+        return values[offsets[i] : offsets[i + 1]]
+
+
+class Bucket:
+    """One bucket directory (Arrow stream shards written by langgraft.data.writer)."""
+
+    def __init__(self, directory: Path) -> None:
+        import pyarrow as pa
+
+        state = json.loads((directory / "state.json").read_text())
+        batches = []
+        for f in state["_data_files"]:
+            source = pa.memory_map(str(directory / f["filename"]))
+            batches += list(pa.ipc.open_stream(source))
+        batches = [b for b in batches if b.num_rows]
+        self.starts = np.cumsum([0] + [b.num_rows for b in batches])
+        self.num_rows = int(self.starts[-1])
+        self.ids = _ListColumn([b.column("input_ids") for b in batches])
+        self.labels = _ListColumn([b.column("labels") for b in batches])
+        self.doc_lens = _ListColumn([b.column("doc_lens") for b in batches])
+        self.categories = [b.column("category").to_pylist() for b in batches]
+        self.lengths = np.concatenate(
+            [np.diff(p[0]) for p in self.ids.parts] or [np.zeros(0, np.int64)]
+        )
+
+    def row(self, i: int) -> Row:
+        part = int(np.searchsorted(self.starts, i, side="right") - 1)
+        j = i - int(self.starts[part])
+        return Row(
+            self.ids.get(part, j),
+            self.labels.get(part, j),
+            self.doc_lens.get(part, j),
+            self.categories[part][j],
+        )
+
+
+class PreparedDataset:
+    """A `prepare` output directory: manifest.json plus bucket_XX/ Arrow datasets."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        mf = self.path / "manifest.json"
+        if not mf.is_file():
+            raise UserError(f"{self.path}: no manifest.json; is this `langgraft prepare` output?")
+        self.manifest = json.loads(mf.read_text(encoding="utf-8"))
+        if self.manifest.get("format") != FORMAT:
+            raise UserError(f"{mf}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")
+        self.buckets = [Bucket(self.path / b["name"]) for b in self.manifest["buckets"]]
+        for b, meta in zip(self.buckets, self.manifest["buckets"], strict=True):
+            if b.num_rows != meta["sequences"]:
+                raise UserError(
+                    f"{self.path / meta['name']}: {b.num_rows} rows, manifest says "
+                    f"{meta['sequences']}; the directory was modified after prepare"
+                )
+
+    @property
+    def tokenizer_sha256(self) -> str:
+        return self.manifest["tokenizer"]["sha256"]
+
+    @property
+    def max_length(self) -> int:
+        return int(self.manifest["settings"]["max_length"])
+
+    def check_tokenizer(self, sha256: str, tokenizer_path: str | Path) -> None:
+        if self.tokenizer_sha256 != sha256:
+            raise UserError(
+                f"{self.path}: prepared with tokenizer {self.manifest['tokenizer']['path']} "
+                f"(sha256 {self.tokenizer_sha256[:12]}), but the model's tokenizer "
+                f"{tokenizer_path} has sha256 {sha256[:12]}; re-run `langgraft prepare` with it"
+            )
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(list(key)))
+
+
+class StageSampler:
+    """The row order of one stage over its weighted sources, bucket by bucket, with a cursor.
+
+    A pass (epoch) is the concatenation of the shuffled bucket pools; optimizer steps take
+    `rows_per_step` consecutive rows, and the tail of a pass that does not fill a step is dropped.
+    """
+
+    def __init__(
+        self,
+        sources: list[PreparedDataset],
+        weights: list[float],
+        seed: int,
+        stage: int,
+        rows_per_step: int,
+    ) -> None:
+        self.sources, self.weights = sources, weights
+        self.seed, self.stage, self.rows_per_step = seed, stage, rows_per_step
+        self.num_buckets = max(len(s.buckets) for s in sources)
+        self.epoch, self.cursor = 0, 0
+        self._order_epoch: int | None = None
+        self._order: np.ndarray = np.zeros((0, 3), np.int64)
+        self._bucket_ends: np.ndarray = np.zeros(0, np.int64)
+        first = self.order(0)
+        self.rows_per_epoch = len(first)
+        self.tokens_per_epoch = int(sum(self._length(r) for r in first))
+
+    def _length(self, ref: np.ndarray) -> int:
+        src, k, i = (int(x) for x in ref)
+        return int(self.sources[src].buckets[k].lengths[i])
+
+    def _pool(self, epoch: int, k: int) -> np.ndarray:
+        parts = []
+        for si, (src, w) in enumerate(zip(self.sources, self.weights, strict=True)):
+            if k >= len(src.buckets):
+                continue
+            n = src.buckets[k].num_rows
+            rows = np.tile(np.arange(n), int(w))
+            frac = w - int(w)
+            if frac > 0:  # a seeded subset, fixed across epochs so replay sees the same rows
+                pick = _rng(self.seed, self.stage, 1, si, k).permutation(n)[: round(frac * n)]
+                rows = np.concatenate([rows, np.sort(pick)])
+            parts.append(np.stack([np.full(len(rows), si), np.full(len(rows), k), rows], 1))
+        pool = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+        return pool[_rng(self.seed, self.stage, 0, epoch, k).permutation(len(pool))]
+
+    def order(self, epoch: int) -> np.ndarray:
+        """(source, bucket, row) triples of one pass, bucket 0 first."""
+        if self._order_epoch != epoch:
+            pools = [self._pool(epoch, k) for k in range(self.num_buckets)]
+            self._order = np.concatenate(pools).astype(np.int64)
+            self._bucket_ends = np.cumsum([len(p) for p in pools])
+            self._order_epoch = epoch
+        return self._order
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.rows_per_epoch // self.rows_per_step
+
+    def next_step_rows(self) -> list[tuple[Row, int]]:
+        """The rows of the next optimizer step as (row, bucket); advances the cursor."""
+        if self.cursor + self.rows_per_step > self.rows_per_epoch:
+            self.epoch, self.cursor = self.epoch + 1, 0
+        order = self.order(self.epoch)
+        refs = order[self.cursor : self.cursor + self.rows_per_step]
+        self.cursor += self.rows_per_step
+        return [(self.sources[s].buckets[k].row(int(i)), int(k)) for s, k, i in refs.tolist()]
+
+    def state_dict(self) -> dict[str, Any]:
+        self.order(self.epoch)
+        starts = np.concatenate([[0], self._bucket_ends[:-1]])
+        per_bucket = np.clip(self.cursor - starts, 0, self._bucket_ends - starts)
+        return {
+            "epoch": self.epoch,
+            "cursor": self.cursor,
+            "rows_per_epoch": self.rows_per_epoch,
+            "consumed_per_bucket": [int(x) for x in per_bucket],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["rows_per_epoch"] != self.rows_per_epoch:
+            raise UserError(
+                f"cannot resume: the stage's data now has {self.rows_per_epoch} rows per pass, "
+                f"the checkpoint was taken with {state['rows_per_epoch']}; the data changed"
+            )
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])

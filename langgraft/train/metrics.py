@@ -1,0 +1,89 @@
+"""Metrics rows: one JSON line per logged step in metrics.jsonl, the same values as TensorBoard
+scalars. After a resume, rows past the checkpoint's step are dropped from both (they belong to
+the timeline that was lost), so the file always tells one history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class MetricsLogger:
+    def __init__(self, out: Path, tensorboard: bool, resume_step: int | None = None) -> None:
+        self.path = out / "metrics.jsonl"
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            kept = [
+                line
+                for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            self.path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._tb: Any = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step hides events past the resumed step from the TensorBoard view.
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            step = row["step"]
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
+                    self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Throughput:
+    """Tokens per second over the steps since the last `rate()` call (excludes eval and saves)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.seconds = 0.0
+        self._t0: float | None = None
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self, tokens: int) -> None:
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self.tokens += tokens
+            self._t0 = None
+
+    def rate(self) -> float:
+        r = self.tokens / self.seconds if self.seconds else 0.0
+        self.tokens, self.seconds = 0, 0.0
+        return r
+
+
+def mfu(tokens_per_s: float, n_params_non_embed: int, n_layers: int, dim: int, seq: int) -> float:
+    """Model FLOPs utilisation on a GPU, torchtitan's convention: 6*N_non_embedding + 12*L*d*s
+    FLOPs per token, over the device's dense bf16 peak (0 if unknown)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0.0
+    name = torch.cuda.get_device_name()
+    peaks = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12}
+    peak = next((v for k, v in peaks.items() if k in name), 0.0)
+    if not peak:
+        return 0.0
+    flops = 6 * n_params_non_embed + 12 * n_layers * dim * seq
+    return tokens_per_s * flops / peak

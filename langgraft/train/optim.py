@@ -1,0 +1,64 @@
+"""AdamW with decoupled weight decay on matrices only, and linear warm-up + cosine to a floor.
+
+Colossal-LLaMA-2 decays every parameter, norms included; decaying RMSNorm gains pulls them to
+zero for no regularising benefit, so by default only tensors with >= 2 dimensions decay.
+The schedule is a pure function of the step (`lr_at`), so resuming needs only the step count.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from langgraft.train.recipe import StageConfig
+
+
+def warmup_steps_for(stage: StageConfig, total_steps: int) -> int:
+    if stage.warmup_steps is not None:
+        return stage.warmup_steps
+    return math.ceil(stage.warmup_ratio * total_steps)
+
+
+def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warm-up to `peak` over `warmup`
+    steps, then cosine from `peak` to `min_ratio * peak` at the last step."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    decay = max(1, total - warmup - 1)
+    progress = min(1.0, (step - warmup) / decay)
+    floor = min_ratio * peak
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, stage: StageConfig) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 or stage.decay_norms_and_biases else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": stage.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(
+    model: torch.nn.Module, stage: StageConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    groups = param_groups(model, stage)
+    fused = next(model.parameters()).is_cuda
+    opt = torch.optim.AdamW(
+        groups,
+        lr=stage.lr,
+        betas=(stage.adam_beta1, stage.adam_beta2),
+        eps=stage.adam_eps,
+        fused=fused or None,
+    )
+    warmup = warmup_steps_for(stage, total_steps)
+
+    def factor(step: int) -> float:
+        return lr_at(step, 1.0, total_steps, warmup, stage.min_lr_ratio)
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -1,0 +1,188 @@
+"""Everything the loop needs before step 0: model, tokenizer, pad id, per-stage plan, and what
+trains in a stage (freezing, NEFTune, LoRA)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langgraft.errors import UserError
+from langgraft.train.data import PreparedDataset, StageSampler
+from langgraft.train.optim import warmup_steps_for
+from langgraft.train.recipe import Recipe, StageConfig
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_MODULES = ("embed_tokens", "lm_head")
+
+
+def pick_device(recipe: Recipe) -> torch.device:
+    if recipe.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda requested but torch sees no GPU; use device: cpu or auto")
+    if recipe.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(recipe.device)
+
+
+def check_attention(impl: str, device: torch.device) -> None:
+    """Refuse a flash kernel that cannot run here (Colossal v3 silently ignored the flag)."""
+    if not impl.startswith("flash_attention"):
+        return
+    package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+    if device.type != "cuda":
+        raise UserError(f"attn_implementation: {impl} needs a CUDA device; use sdpa on {device}")
+    if importlib.util.find_spec(package[impl]) is None:
+        raise UserError(
+            f"attn_implementation: {impl} needs the {package[impl]!r} package, which is not "
+            "installed; install it or use sdpa"
+        )
+
+
+def load_model(recipe: Recipe, device: torch.device) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    path = Path(recipe.model)
+    if not (path / "config.json").is_file():
+        raise UserError(f"model: {path}: not a Hugging Face model directory (no config.json)")
+    check_attention(recipe.attn_implementation, device)
+    try:
+        # fp32 master weights; bf16/fp16 come from autocast in the step.
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch.float32, attn_implementation=recipe.attn_implementation
+        )
+    except (ImportError, ValueError) as e:
+        raise UserError(f"model: {path}: cannot load with {recipe.attn_implementation}: {e}") from e
+    model.config.use_cache = False
+    return model.to(device)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """A real padding id that is never EOS. Which id it is does not change the loss (pads are
+    masked by length and labelled -100), but a pad id equal to EOS invites id-based masking."""
+    for cand in (tokenizer.pad_token_id, tokenizer.unk_token_id):
+        if cand is not None and cand != tokenizer.eos_token_id:
+            return int(cand)
+    return 0 if tokenizer.eos_token_id != 0 else 1
+
+
+@dataclass
+class StagePlan:
+    index: int
+    stage: StageConfig
+    sampler: StageSampler
+    total_steps: int
+    warmup_steps: int
+    tokens_per_step: float
+
+
+def plan_stage(
+    recipe: Recipe,
+    index: int,
+    datasets: dict[str, PreparedDataset],
+    max_length: int,
+    where: str = "recipe",
+) -> StagePlan:
+    """Open the stage's data and turn its budget into steps; impossible budgets are errors."""
+    stage = recipe.stages[index]
+    w = f"{where}: stages[{index}]"
+    sources = []
+    for j, d in enumerate(stage.data):
+        if d.path not in datasets:
+            try:
+                datasets[d.path] = PreparedDataset(d.path)
+            except UserError as e:
+                raise UserError(f"{w}.data[{j}].path: {e}") from None
+        ds = datasets[d.path]
+        if ds.max_length > max_length:
+            raise UserError(
+                f"{w}.data[{j}].path: {d.path} was packed to {ds.max_length} tokens, longer "
+                f"than max_length {max_length} (recipe max_length or the model's context)"
+            )
+        sources.append(ds)
+    rows_per_step = stage.micro_batch_size * stage.accumulation_steps
+    sampler = StageSampler(
+        sources, [d.weight for d in stage.data], recipe.seed, index, rows_per_step
+    )
+    if sampler.steps_per_epoch == 0:
+        raise UserError(
+            f"{w}.micro_batch_size: {stage.micro_batch_size} x accumulation_steps "
+            f"{stage.accumulation_steps} = {rows_per_step} sequences per step, but a pass over "
+            f"the stage's data has only {sampler.rows_per_epoch}; lower them or add data"
+        )
+    tokens_per_step = sampler.tokens_per_epoch / sampler.rows_per_epoch * rows_per_step
+    if stage.steps is not None:
+        total = stage.steps
+    elif stage.tokens is not None:
+        total = math.ceil(stage.tokens / tokens_per_step)
+    else:
+        epochs = stage.epochs if stage.epochs is not None else 1.0
+        total = math.floor(epochs * sampler.rows_per_epoch / rows_per_step)
+        if total == 0:
+            raise UserError(
+                f"{w}.epochs: {epochs} passes is less than one optimizer step "
+                f"({rows_per_step} of {sampler.rows_per_epoch} sequences per pass)"
+            )
+    warmup = warmup_steps_for(stage, total)
+    if warmup >= total and stage.warmup_steps is not None:
+        raise UserError(
+            f"{w}.warmup_steps: {warmup} warm-up steps but the stage has only {total} steps"
+        )
+    return StagePlan(index, stage, sampler, total, warmup, tokens_per_step)
+
+
+class NeftHook:
+    """NEFTune (Jain et al. 2023): Uniform(-1, 1) * alpha / sqrt(L * d) noise on the input
+    embeddings in training mode. L is each row's real length (Colossal counts the pads too)."""
+
+    def __init__(self, module: torch.nn.Module, alpha: float) -> None:
+        self.alpha = alpha
+        self.lengths: torch.Tensor | None = None
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        if not module.training:
+            return output
+        B, L, d = output.shape
+        lengths = self.lengths if self.lengths is not None and len(self.lengths) == B else None
+        n = (
+            lengths.to(output.device, output.dtype)
+            if lengths is not None
+            else torch.full((B,), float(L), device=output.device, dtype=output.dtype)
+        )
+        scale = (self.alpha / torch.sqrt(n * d)).view(B, 1, 1)
+        return output + torch.empty_like(output).uniform_(-1, 1) * scale
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def configure_trainable(model: Any, stage: StageConfig) -> Any:
+    """Set requires_grad for this stage; wraps with LoRA adapters when lora_rank is set."""
+    if stage.lora_rank:
+        if importlib.util.find_spec("peft") is None:
+            raise UserError(
+                f"lora_rank: {stage.lora_rank} needs the optional `peft` package "
+                "(pip install peft); or remove lora_rank"
+            )
+        from peft import LoraConfig, get_peft_model
+
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        cfg = LoraConfig(
+            r=stage.lora_rank, lora_alpha=stage.lora_alpha, lora_dropout=0.0,
+            target_modules=targets, task_type="CAUSAL_LM",
+        )  # fmt: skip
+        return get_peft_model(model, cfg)
+    for name, p in model.named_parameters():
+        if stage.freeze_non_embeds_params:
+            p.requires_grad_(any(m in name.split(".") for m in EMBEDDING_MODULES))
+        else:
+            p.requires_grad_(True)
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("stage %s: %s trainable parameters", stage.name, f"{n:,}")
+    return model

@@ -1,0 +1,277 @@
+"""The training loop: stages in order, token-weighted accumulation, checkpoints, exact resume.
+
+The trainer is thin and stateful (torchtitan's `Trainer`): `state_dict()` holds the stage,
+the step, the tokens seen and the sampler position, and together with the model, optimizer,
+scheduler, grad scaler and RNG states (distributed/checkpoint.py) a resume continues bit for
+bit. Each stage starts a fresh AdamW and schedule, like Colossal's chained runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from langgraft.config import to_dict
+from langgraft.distributed import checkpoint as ckpt
+from langgraft.train.data import PreparedDataset
+from langgraft.train.evaluate import evaluate
+from langgraft.train.loss import MicroBatch, category_sums, collate, model_inputs, token_nll
+from langgraft.train.metrics import MetricsLogger, Throughput, mfu
+from langgraft.train.optim import build_optimizer
+from langgraft.train.recipe import Recipe
+from langgraft.train.setup import NeftHook, StagePlan, configure_trainable, plan_stage
+
+log = logging.getLogger(__name__)
+
+# Fault injection for the kill-and-resume test: SIGKILL after this global step is logged.
+_KILL_AT_STEP = "LANGGRAFT_TEST_KILL_AT_STEP"
+
+
+def accumulate(
+    model: Any,
+    micro_batches: list[MicroBatch],
+    device: torch.device,
+    autocast: Any,
+    scaler: Any = None,
+    neft: NeftHook | None = None,
+) -> tuple[float, int, dict[str, tuple[float, int]]]:
+    """Forward/backward over one optimizer step's micro-batches with the loss token-weighted
+    across all of them: each micro-batch adds sum(nll) / N, N = supervised tokens of the whole
+    step (not a mean of per-micro-batch means). Returns (loss, N, per-category sums)."""
+    total = sum(mb.num_supervised for mb in micro_batches)
+    denom = max(total, 1)  # an all-masked step gives zero gradients, not NaN (Colossal #5370)
+    loss_sum = 0.0
+    cats: dict[str, tuple[float, int]] = {}
+    for mb in micro_batches:
+        if neft is not None:
+            neft.lengths = mb.real_lengths
+        mbd = mb.to(device)
+        with autocast():
+            logits = model(**model_inputs(mbd)).logits
+        nll = token_nll(logits, mbd.labels)
+        loss = nll.sum() / denom
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        loss_sum += float(nll.detach().sum())
+        for c, (s, n) in category_sums(nll, mb).items():
+            s0, n0 = cats.get(c, (0.0, 0))
+            cats[c] = (s0 + s, n0 + n)
+    return loss_sum / denom, total, cats
+
+
+class Trainer:
+    def __init__(
+        self,
+        recipe: Recipe,
+        model: Any,
+        tokenizer: Any,
+        tokenizer_sha256: str,
+        device: torch.device,
+        pad_id: int,
+        max_length: int,
+        where: str = "recipe",
+    ) -> None:
+        self.recipe, self.model, self.tokenizer = recipe, model, tokenizer
+        self.device, self.pad_id, self.max_length = device, pad_id, max_length
+        self.out = Path(recipe.out)
+        self.datasets: dict[str, PreparedDataset] = {}
+        # Plan every stage up front: a bad budget in stage 3 fails before stage 1 trains.
+        self.plans = [
+            plan_stage(recipe, i, self.datasets, max_length, where)
+            for i in range(len(recipe.stages))
+        ]
+        for ds in self.datasets.values():
+            ds.check_tokenizer(tokenizer_sha256, recipe.tokenizer or recipe.model)
+        self.eval_sets = [PreparedDataset(p) for p in recipe.eval.data]
+        for ds in self.eval_sets:
+            ds.check_tokenizer(tokenizer_sha256, recipe.tokenizer or recipe.model)
+        self.stage = 0
+        self.stage_step = 0
+        self.global_step = 0
+        self.tokens_seen = 0
+        self.packed = recipe.attn_implementation.startswith("flash")
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.precision)
+        self.mask_dtype = amp or torch.float32
+        self.autocast = (
+            (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
+        )
+
+    def state_dict(self, plan: StagePlan) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "stage_name": plan.stage.name,
+            "stage_step": self.stage_step,
+            "stage_total_steps": plan.total_steps,
+            "global_step": self.global_step,
+            "tokens_seen": self.tokens_seen,
+            "sampler": plan.sampler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stage, self.stage_step = state["stage"], state["stage_step"]
+        self.global_step, self.tokens_seen = state["global_step"], state["tokens_seen"]
+
+    def _micro_batches(self, plan: StagePlan) -> list[MicroBatch]:
+        rows = [r for r, _ in plan.sampler.next_step_rows()]
+        mbs = plan.stage.micro_batch_size
+        return [
+            collate(rows[i : i + mbs], self.pad_id, self.packed, self.mask_dtype)
+            for i in range(0, len(rows), mbs)
+        ]
+
+    def train(self, resume: Path | None = None) -> dict[str, Any]:
+        recipe = self.recipe
+        resumed_state = ckpt.read_trainer_state(resume) if resume is not None else None
+        if resumed_state is not None:
+            self.load_state_dict(resumed_state)
+            log.info("resuming from %s (global step %d)", resume, self.global_step)
+            if self.stage_step >= resumed_state["stage_total_steps"]:
+                # Saved at a stage end (after its export): the next stage starts from its
+                # weights with a fresh optimizer, as it would have without the interruption.
+                assert resume is not None
+                ckpt.load_model_weights(self.model, resume)
+                ckpt.set_rng_state(torch.load(resume / "rng.pt", weights_only=True))
+                self.stage, self.stage_step, resume = self.stage + 1, 0, None
+        metrics = MetricsLogger(
+            self.out, recipe.tensorboard, self.global_step if resumed_state is not None else None
+        )
+        summary: dict[str, Any] = {"stages": []}
+        try:
+            for i in range(self.stage, len(self.plans)):
+                summary["stages"].append(self._run_stage(self.plans[i], metrics, resume))
+                resume = None
+        finally:
+            metrics.close()
+        summary.update(global_step=self.global_step, tokens_seen=self.tokens_seen)
+        return summary
+
+    def _run_stage(self, plan: StagePlan, metrics: MetricsLogger, resume: Path | None) -> dict:
+        recipe, stage = self.recipe, plan.stage
+        if resume is None:
+            self.stage, self.stage_step = plan.index, 0
+        self.model = configure_trainable(self.model, stage)
+        optimizer, scheduler = build_optimizer(self.model, stage, plan.total_steps)
+        scaler = torch.amp.GradScaler(self.device.type) if recipe.precision == "fp16" else None
+        if resume is not None:
+            ckpt.load_checkpoint(resume, self.model, optimizer, scheduler, scaler)
+            plan.sampler.load_state_dict(ckpt.read_trainer_state(resume)["sampler"])
+        neft = None
+        if stage.neft_alpha:
+            neft = NeftHook(self.model.get_input_embeddings(), stage.neft_alpha)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        log.info(
+            "stage %d/%d %r: %d steps (%d warm-up), ~%s tokens per step, %d bucket(s)",
+            plan.index + 1, len(self.plans), stage.name, plan.total_steps, plan.warmup_steps,
+            f"{plan.tokens_per_step:,.0f}", plan.sampler.num_buckets,
+        )  # fmt: skip
+        bar = tqdm(
+            total=plan.total_steps, initial=self.stage_step, desc=stage.name, unit="step",
+            disable=not recipe.progress, dynamic_ncols=True,
+        )  # fmt: skip
+        meter = Throughput()
+        kill_at = os.environ.get(_KILL_AT_STEP)
+        last_loss = float("nan")
+        saved_at = -1
+        self.model.train()
+        while self.stage_step < plan.total_steps:
+            meter.start()
+            micro = self._micro_batches(plan)
+            loss, supervised, cats = accumulate(
+                self.model, micro, self.device, self.autocast, scaler, neft
+            )
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            clip = stage.grad_clip if stage.grad_clip > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip))
+            lr = scheduler.get_last_lr()[0]
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            tokens = sum(mb.num_tokens for mb in micro)
+            meter.stop(tokens)
+            self.tokens_seen += tokens
+            self.stage_step += 1
+            self.global_step += 1
+            last_loss = loss
+            if self.global_step % recipe.log_interval == 0 or self.stage_step == plan.total_steps:
+                row = self._row(plan, loss, cats, lr, grad_norm, supervised, meter.rate())
+                metrics.write(row)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{row['tok_s']:,.0f}")
+            bar.update(1)
+            if kill_at is not None and int(kill_at) == self.global_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            every = recipe.checkpoint.save_interval
+            if every and self.global_step % every == 0 and self.stage_step < plan.total_steps:
+                self._save(plan, optimizer, scheduler, scaler)
+                saved_at = self.global_step
+            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0:
+                metrics.write(self._eval_row(plan))
+                self.model.train()
+        bar.close()
+        if neft is not None:
+            neft.remove()
+        if recipe.eval.interval:
+            metrics.write(self._eval_row(plan))
+        export = None
+        if recipe.checkpoint.export_hf:
+            export = ckpt.export_hf(
+                self.model, self.tokenizer,
+                self.out / "export" / f"stage-{plan.index}-{stage.name}", to_dict(recipe),
+            )  # fmt: skip
+            log.info("stage %r exported to %s", stage.name, export)
+        if saved_at != self.global_step:
+            self._save(plan, optimizer, scheduler, scaler)
+        return {
+            "name": stage.name, "steps": plan.total_steps, "final_loss": last_loss,
+            "export": str(export) if export else None,
+        }  # fmt: skip
+
+    def _row(self, plan, loss, cats, lr, grad_norm, supervised, tok_s) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "step": self.global_step, "stage": plan.index, "stage_step": self.stage_step,
+            "epoch": plan.sampler.epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "supervised_tokens": supervised, "tokens_seen": self.tokens_seen,
+            "tok_s": tok_s, "time": time.time(),
+        }  # fmt: skip
+        for c, (s, n) in sorted(cats.items()):
+            if n:
+                row[f"loss/{c}"] = s / n
+        if self.device.type == "cuda":
+            row["memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            cfg = self.model.config
+            n_emb = self.model.get_input_embeddings().weight.numel()
+            n = sum(p.numel() for p in self.model.parameters()) - n_emb
+            row["mfu"] = mfu(tok_s, n, cfg.num_hidden_layers, cfg.hidden_size, self.max_length)
+        return row
+
+    def _eval_row(self, plan: StagePlan) -> dict[str, Any]:
+        row: dict[str, Any] = {"step": self.global_step, "stage": plan.index}
+        row.update(
+            evaluate(
+                self.model, self.tokenizer, self.recipe.eval, self.eval_sets, self.device,
+                self.pad_id, plan.stage.micro_batch_size, self.autocast, self.mask_dtype,
+            )
+        )  # fmt: skip
+        log.info("eval at step %d: %s", self.global_step,
+                 ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("eval/")))  # fmt: skip
+        return row
+
+    def _save(self, plan: StagePlan, optimizer: Any, scheduler: Any, scaler: Any) -> None:
+        path = ckpt.save_checkpoint(
+            self.out / "checkpoints", self.global_step, self.model, optimizer, scheduler, scaler,
+            self.state_dict(plan), to_dict(self.recipe), self.recipe.checkpoint.keep_last,
+        )  # fmt: skip
+        log.debug("checkpoint %s", path)
