@@ -319,3 +319,29 @@ def test_cli_surface(capsys) -> None:
     ]:
         assert flag in text
     assert "{llama2,llama3,chatml}" in text
+
+
+def test_bad_row_with_workers_still_fails_cleanly(tmp_path: Path, tok512: Path, capsys) -> None:
+    rows = [json.dumps(r) for r in ROWS * 60]
+    rows[2000] = '{"target": 1, "category": "c"}'
+    data = tmp_path / "a.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    rc = main(
+        ["prepare", "pretrain", "--input", str(data), "--tokenizer", str(tok512), "--workers", "2",
+         "--out", str(tmp_path / "out"), "--no-progress"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{data}:2001: field 'target': expected a string" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_gzipped_text_and_overwrite(tmp_path: Path, tok512: Path) -> None:
+    src = tmp_path / "books" / "a.txt.gz"
+    src.parent.mkdir()
+    src.write_bytes(gzip.compress(b"First block.\r\n\r\nSecond block\r\nline two.\r\n", mtime=0))
+    out = tmp_path / "out"
+    m = prepare(_cfg([str(src.parent)], tok512, out, num_bins=1)).manifest
+    assert m["inputs"][0]["rows"] == 2 and set(m["categories"]) == {"books"}
+    (out / "stale").write_text("x")
+    m2 = prepare(_cfg([f"lit={src}"], tok512, out, num_bins=1, overwrite=True)).manifest
+    assert set(m2["categories"]) == {"lit"} and not (out / "stale").exists()
