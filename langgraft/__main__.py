@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "eval": "langgraft.eval.cli",
     "model": "langgraft.model.cli",
     "train": "langgraft.train.cli",
+    "generate": "langgraft.generate",
+    "chat": "langgraft.chat",
 }
 
 

@@ -11,11 +11,17 @@ Templates:
 - `llama2`: Colossal-LLaMA-2's format. `<s>` + system prompt, then `Human: <s>q</s>Assistant: <s>a</s>`.
 - `llama3`: `<|begin_of_text|><|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>`.
 - `chatml`: `<|im_start|>role\\ncontent<|im_end|>\\n` (after `<s>` when the tokenizer has one).
+
+The template's name travels with the data and the model: `prepare chat` records it in the
+dataset's manifest.json, a tuned model records it in its langgraft.json (`chat_template`), and
+`find_template_name` reads either (`langgraft chat` does).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langgraft.errors import UserError
@@ -181,3 +187,28 @@ def get_template(name: str) -> ChatTemplate:
         raise UserError(
             f"unknown chat template {name!r}; choose one of {', '.join(TEMPLATE_NAMES)}"
         ) from None
+
+
+def find_template_name(model_dir: str | Path, dataset_dir: str | Path | None = None) -> str | None:
+    """The template a model was tuned with: `chat_template` in the model's langgraft.json (what
+    the trainer writes after SFT, as `write_meta(dir, {"chat_template": name})`), else the
+    template recorded in a `prepare chat` dataset's manifest.json; None if neither says."""
+    from langgraft.model.meta import read_meta
+
+    name = read_meta(model_dir).get("chat_template")
+    if isinstance(name, dict):
+        name = name.get("name")
+    if name:
+        return str(name)
+    if dataset_dir is not None:
+        manifest = Path(dataset_dir) / "manifest.json"
+        if not manifest.is_file():
+            raise UserError(
+                f"{dataset_dir}: no manifest.json; pass a `prepare chat` output directory"
+            )
+        info = json.loads(manifest.read_text(encoding="utf-8")).get("template")
+        name = info.get("name") if isinstance(info, dict) else info
+        if not name:
+            raise UserError(f"{manifest}: no chat template recorded (a pretraining dataset?)")
+        return str(name)
+    return None

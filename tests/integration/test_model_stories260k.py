@@ -62,3 +62,41 @@ def test_import_reproduces_llama2c_greedy_output(shared_data: Path, tmp_path: Pa
     assert run_c_decode(read_run_c_vocab(d / "tok512.bin"), gen) == expected
     # With no lone non-printable bytes in the output, the HF decode is the same text.
     assert tok.decode(gen, skip_special_tokens=True).encode() == expected
+
+
+@pytest.mark.slow
+def test_import_expand_generate_end_to_end(shared_data: Path, tmp_path: Path) -> None:
+    """The issue's user path: import stories260K, give its tokenizer Chinese pieces, expand the
+    model, generate from it with `langgraft generate` and with plain transformers."""
+    import json
+
+    from langgraft.tokenizer.hf import write_hf_tokenizer
+    from langgraft.tokenizer.spmodel import NORMAL, load_proto
+
+    d = shared_data / "models" / "stories260K"
+    args = ["--checkpoint", str(d / "stories260K.bin"), "--tokenizer", str(d / "tok512.model")]
+    assert main(["model", "import-llama2c", *args, "--out", str(tmp_path / "base")]) == 0
+    # `tokenizer expand` refuses tok512 (it folds whitespace); append chinese_sp pieces directly
+    proto = load_proto(d / "tok512.model")
+    have = {p.piece for p in proto.pieces}
+    zh = load_proto(shared_data / "tokenizers/chinese-llama-sp/chinese_sp.model")
+    low = min(p.score for p in proto.pieces if p.type == NORMAL)
+    for p in [p for p in zh.pieces if p.type == NORMAL and p.piece not in have][:300]:
+        new = proto.pieces.add()
+        new.piece, new.score, new.type = p.piece, low - 1 - len(proto.pieces), NORMAL
+    write_hf_tokenizer(proto, tmp_path / "tok")
+    assert main(["model", "expand", "--model", str(tmp_path / "base"), "--tokenizer",
+                 str(tmp_path / "tok"), "--out", str(tmp_path / "zh"), "--pad-to-multiple-of", "64"]) == 0  # fmt: skip
+    out = tmp_path / "gen.jsonl"
+    rc = main(["generate", "--model", str(tmp_path / "zh"), "--prompt", "从前有一个小女孩", "Once upon",
+               "--max-new-tokens", "40", "--temperature", "1.0", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 and all(r["completion_tokens"] > 0 for r in records)
+    assert all(max(r["token_ids"]) < len(proto.pieces) for r in records)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "zh")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "zh")
+    assert len(tok) == 812 <= model.config.vocab_size == 832
+    ids = tok("从前", return_tensors="pt").input_ids
+    sample = model.generate(ids, max_new_tokens=30, do_sample=True, top_k=0)
+    assert (sample[0, ids.shape[1] :] < len(tok)).all()

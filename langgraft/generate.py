@@ -1,0 +1,360 @@
+"""Stage 6: text generation from any langgraft (or LLaMA-family) model directory.
+
+    langgraft generate --model runs/stories260K --prompt "" --greedy --max-new-tokens 200
+    langgraft generate --model runs/stories260K --prompt "Once upon a time" "Lily saw a dog" \\
+        --temperature 0.8 --top-p 0.9 --seed 1 --out samples.jsonl
+    langgraft generate --model runs/sft --prompts-file questions.jsonl --template llama2 --out a.jsonl
+
+One prompt streams its completion to the terminal as it is generated; several prompts are
+generated in batches (left-padded) and written as jsonl, one record per prompt with the settings.
+Rows of a vocabulary padded to a multiple (ids >= len(tokenizer)) are never sampled. The chat REPL
+(`langgraft.chat`) uses the same loading and sampling code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraft.config import add_dataclass_args, from_namespace, to_dict
+from langgraft.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Decoding context kept before new tokens, so that a piece's leading space (SentencePiece "▁")
+# survives: decoding a completion on its own would strip it like a text start.
+DECODE_CONTEXT = 16
+
+
+@dataclass(kw_only=True)
+class ModelOptions:
+    model: Path
+    """Model directory (HF format: config.json, weights, tokenizer files)."""
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Compute dtype; auto = bf16 on a GPU that supports it, fp32 on CPU."""
+    device: str = "auto"
+    """cpu, cuda, cuda:1, ...; auto = cuda if available."""
+    trust_remote_code: bool = False
+    """Allow a model directory to run its own Python code (off: only built-in architectures)."""
+
+
+@dataclass(kw_only=True)
+class SamplingOptions:
+    max_new_tokens: int = 256
+    """Most tokens generated per prompt (or chat reply)."""
+    greedy: bool = False
+    """Always take the most likely token (ignores temperature, top-k, top-p, seed)."""
+    temperature: float = 0.7
+    """Softmax temperature when sampling."""
+    top_k: int = 0
+    """Sample among the k most likely tokens (0 = no limit)."""
+    top_p: float = 0.9
+    """Nucleus sampling: the smallest set of tokens with this much probability (1 = off)."""
+    repetition_penalty: float = 1.0
+    """> 1 discourages tokens already in the context (CTRL-style; 1 = off)."""
+    seed: int = 0
+    """Random seed for sampling."""
+
+
+@dataclass(kw_only=True)
+class GenerateOptions(SamplingOptions, ModelOptions):
+    prompt: list[str] = field(default_factory=list)
+    """Prompts (each a separate argument; "" = start from BOS alone)."""
+    prompts_file: Path | None = None
+    """More prompts: a text file (one per line) or .jsonl ({"prompt": ...} or a string per line)."""
+    template: str | None = None
+    """Wrap each prompt as one user turn of this chat template (llama2, llama3, chatml)."""
+    batch_size: int = 8
+    """Prompts generated together (left-padded)."""
+    out: Path | None = None
+    """Write jsonl records here (default: stream one prompt's text, or jsonl to stdout)."""
+
+
+@dataclass
+class Completion:
+    prompt: str
+    completion: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (a stop token was generated) or "length"
+    token_ids: list[int]
+
+
+def load_model(opts: ModelOptions) -> tuple[Any, Any]:
+    """Model (eval mode) and tokenizer from a directory; clear errors for missing pieces."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from langgraft.tokenizer.hf import load_tokenizer
+
+    path = Path(opts.model)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: not a model directory (no config.json)")
+    if opts.device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = opts.device
+    if opts.dtype == "auto":
+        gpu_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        dtype = torch.bfloat16 if gpu_bf16 else torch.float32
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.dtype]
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, trust_remote_code=opts.trust_remote_code, local_files_only=True
+    )
+    model.to(device).eval()
+    if len(tokenizer) > model.config.vocab_size:
+        raise UserError(
+            f"{path}: tokenizer has {len(tokenizer)} tokens but the model only "
+            f"{model.config.vocab_size} rows; the tokenizer does not belong to this model"
+        )
+    log.info("loaded %s (%s, %s)", path, str(dtype).removeprefix("torch."), device)
+    return model, tokenizer
+
+
+def vocab_mask_processor(n_tokens: int) -> Any:
+    """A logits processor that makes ids >= n_tokens (padding rows) impossible to sample."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class MaskPaddingRows(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            if scores.shape[-1] > n_tokens:
+                scores[..., n_tokens:] = float("-inf")
+            return scores
+
+    return MaskPaddingRows()
+
+
+def generation_config(model: Any, tokenizer: Any, s: SamplingOptions, stop_ids: list[int]) -> Any:
+    """The model's own generation config (suppress_tokens included) with our settings on top."""
+    import copy
+
+    gc = copy.deepcopy(model.generation_config)
+    gc.max_new_tokens = s.max_new_tokens
+    gc.max_length = None
+    gc.do_sample = not s.greedy
+    gc.temperature = None if s.greedy else s.temperature
+    gc.top_k = None if s.greedy or s.top_k <= 0 else s.top_k
+    gc.top_p = None if s.greedy else s.top_p
+    gc.repetition_penalty = s.repetition_penalty
+    gc.eos_token_id = stop_ids or None
+    pad = tokenizer.pad_token_id
+    gc.pad_token_id = pad if pad is not None else (stop_ids[0] if stop_ids else 0)
+    return gc
+
+
+def default_stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Stop on the model's configured EOS id(s) (llama2.c imports add BOS) and the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def completion_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int]) -> str:
+    """Text of new_ids as it continues the prompt (leading space kept)."""
+    ctx = prompt_ids[-DECODE_CONTEXT:]
+    head = tokenizer.decode(ctx, skip_special_tokens=True)
+    full = tokenizer.decode(ctx + new_ids, skip_special_tokens=True)
+    if full.startswith(head):
+        return full[len(head) :]
+    return tokenizer.decode(new_ids, skip_special_tokens=True)
+
+
+class TextStream:
+    """A transformers streamer that writes the completion as it grows (batch of one), holding
+    back an incomplete UTF-8 character (a byte-fallback sequence still being generated).
+
+    `lstrip`: drop the completion's leading space, for replies that start a fresh text segment
+    (a chat reply after its header is tokenized on its own, with SentencePiece's dummy prefix).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        write: Callable[[str], None],
+        stop_ids: list[int],
+        lstrip: bool = False,
+    ) -> None:
+        self.tokenizer, self.write, self.stop, self.lstrip = tokenizer, write, set(stop_ids), lstrip
+        self.prompt: list[int] | None = None
+        self.new: list[int] = []
+        self.text = ""  # written so far
+
+    def _current(self) -> str:
+        text = completion_text(self.tokenizer, self.prompt or [], self.new)
+        return text.removeprefix(" ") if self.lstrip else text
+
+    def put(self, value: Any) -> None:
+        ids = value.reshape(-1).tolist()
+        if self.prompt is None:
+            self.prompt = ids
+            return
+        self.new.extend(i for i in ids if i not in self.stop)
+        text = self._current()
+        if not text.endswith("\ufffd"):
+            self.write(text[len(self.text) :])
+            self.text = text
+
+    def end(self) -> None:
+        text = self._current()
+        self.write(text[len(self.text) :])
+        self.text = text
+
+
+def generate_ids(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    s: SamplingOptions,
+    stop_ids: list[int],
+    streamer: Any = None,
+) -> list[tuple[list[int], str]]:
+    """Generate for prompts of token ids, together (left-padded). Returns, per prompt, the new ids
+    without the final stop token and the finish reason."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    if any(not p for p in prompts):
+        raise UserError("an empty prompt has no tokens (the tokenizer adds no BOS); give some text")
+    width = max(map(len, prompts))
+    gc = generation_config(model, tokenizer, s, stop_ids)
+    pad = gc.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
+    mask = torch.tensor(
+        [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device
+    )
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and width + s.max_new_tokens > limit:
+        log.warning(
+            "prompt + max_new_tokens (%d) exceed the model's context (%d)",
+            width + s.max_new_tokens,
+            limit,
+        )
+    torch.manual_seed(s.seed)
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            generation_config=gc,
+            logits_processor=LogitsProcessorList([vocab_mask_processor(len(tokenizer))]),
+            streamer=streamer,
+        )
+    results = []
+    stops = set(stop_ids)
+    for row in out[:, width:].tolist():
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        results.append((row, "length") if end is None else (row[:end], "stop"))
+    return results
+
+
+def read_prompts(opts: GenerateOptions) -> list[str]:
+    prompts = list(opts.prompt)
+    path = opts.prompts_file
+    if path is not None:
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such prompts file")
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines, 1):
+            if str(path).endswith(".jsonl"):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+                text = obj.get("prompt") if isinstance(obj, dict) else obj
+                if not isinstance(text, str):
+                    raise UserError(f'{path}:{n}: expected {{"prompt": "..."}} or a JSON string')
+                prompts.append(text)
+            elif line.strip():
+                prompts.append(line)
+    if not prompts:
+        raise UserError('no prompts: pass --prompt TEXT ("" for BOS alone) or --prompts-file FILE')
+    return prompts
+
+
+def encode_prompt(tokenizer: Any, text: str, template: Any) -> list[int]:
+    if template is not None:
+        return template.render_prompt([{"role": "user", "content": text}], tokenizer)
+    return tokenizer(text).input_ids  # with BOS, as in pretraining
+
+
+def generate(opts: GenerateOptions, write: Callable[[str], None]) -> list[Completion]:
+    """Generate for every prompt; stream one prompt's text, else write jsonl (to --out or `write`)."""
+    from tqdm import tqdm
+
+    from langgraft.templates import get_template
+
+    if opts.batch_size < 1 or opts.max_new_tokens < 1:
+        raise UserError("--batch-size and --max-new-tokens must be >= 1")
+    prompts = read_prompts(opts)
+    template = get_template(opts.template) if opts.template else None
+    model, tok = load_model(opts)
+    stop_ids = default_stop_ids(model, tok)
+    if template is not None:
+        template.check(tok)
+        stop_ids = [*template.stop_token_ids(tok), *stop_ids]
+    encoded = [encode_prompt(tok, p, template) for p in prompts]
+    settings = {
+        k: v for k, v in to_dict(opts).items() if k not in ("prompt", "prompts_file", "out")
+    }
+    stream = len(prompts) == 1
+    sink = open(opts.out, "w", encoding="utf-8") if opts.out else None  # noqa: SIM115
+    results: list[Completion] = []
+    try:
+        batches = range(0, len(prompts), opts.batch_size)
+        for start in tqdm(batches, desc="generate", unit="batch", disable=stream or None):
+            chunk = encoded[start : start + opts.batch_size]
+            streamer = TextStream(tok, write, stop_ids) if stream else None
+            for i, (new, reason) in enumerate(
+                generate_ids(model, tok, chunk, opts, stop_ids, streamer)
+            ):
+                text = completion_text(tok, chunk[i], new)
+                c = Completion(prompts[start + i], text, len(chunk[i]), len(new), reason, new)
+                results.append(c)
+                record = json.dumps({**vars(c), "settings": settings}, ensure_ascii=False) + "\n"
+                if sink is not None:
+                    sink.write(record)
+                elif not stream:
+                    write(record)
+        if stream:
+            write("\n")
+    finally:
+        if sink is not None:
+            sink.close()
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = from_namespace(GenerateOptions, args)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    generate(opts, write)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="generate text from a model (stream one prompt, or batch many to jsonl)",
+        description=(
+            "Generate from a model directory. One prompt streams its completion to the terminal; "
+            "several are generated in batches and written as jsonl (one record per prompt, with "
+            "the settings). Padding rows of the vocabulary are never sampled."
+        ),
+    )
+    add_dataclass_args(p, GenerateOptions)
+    p.set_defaults(func=run)
