@@ -1,0 +1,100 @@
+"""The stage sampler over real `prepare` output: bucket 0 before bucket 1, shuffled only within
+a bucket, seeded; weights; exact continuation from a state dict; the tokenizer-hash check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from train_helpers import prepared, tiny_model
+
+from langgraft.errors import UserError
+from langgraft.train.data import PreparedDataset, StageSampler
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    t = tmp_path_factory.mktemp("train-data")
+    model = tiny_model(t / "model")
+    return {
+        "model": model,
+        "two": prepared(t / "two", model, {"a": 80, "b": 50}, num_bins=2, seed=3),
+        "en": prepared(t / "en", model, {"en": 60}, num_bins=1, seed=4),
+    }
+
+
+def refs(sampler: StageSampler, steps: int) -> list[tuple[int, int, int]]:
+    out = []
+    for _ in range(steps):
+        start = sampler.cursor
+        epoch_order = sampler.order(sampler.epoch)
+        sampler.next_step_rows()
+        if sampler.cursor < start:  # wrapped into a new epoch
+            epoch_order = sampler.order(sampler.epoch)
+            start = 0
+        out += [tuple(r) for r in epoch_order[start : sampler.cursor].tolist()]
+    return out
+
+
+def test_buckets_in_order_shuffled_within_and_seeded(data) -> None:
+    ds = PreparedDataset(data["two"])
+    n0, n1 = ds.buckets[0].num_rows, ds.buckets[1].num_rows
+    assert n0 > 4 and n1 > 4
+    s = StageSampler([ds], [1.0], seed=7, stage=0, rows_per_step=1)
+    order = s.order(0)
+    buckets = order[:, 1].tolist()
+    assert buckets == [0] * n0 + [1] * n1  # the whole of bucket 0 first
+    assert sorted(order[:n0, 2].tolist()) == list(range(n0))  # every row once
+    assert order[:n0, 2].tolist() != list(range(n0))  # but shuffled
+    same = StageSampler([ds], [1.0], seed=7, stage=0, rows_per_step=1).order(0)
+    other = StageSampler([ds], [1.0], seed=8, stage=0, rows_per_step=1).order(0)
+    assert (same == order).all() and not (other == order).all()
+    assert not (s.order(1) == order).all()  # a new shuffle each epoch, same bucket order
+    assert s.order(1)[:, 1].tolist() == buckets
+
+
+def test_rows_come_back_as_prepare_wrote_them(data) -> None:
+    ds = PreparedDataset(data["two"])
+    row = ds.buckets[1].row(3)
+    assert len(row.input_ids) == int(row.doc_lens.sum()) == len(row.labels)
+    assert row.category in ("a", "b")
+    starts = np.cumsum(row.doc_lens) - row.doc_lens
+    assert (row.labels[starts] == -100).all()
+
+
+def test_weights_mix_sources(data) -> None:
+    two, en = PreparedDataset(data["two"]), PreparedDataset(data["en"])
+    n_en = en.buckets[0].num_rows
+    s = StageSampler([two, en], [1.0, 0.5], seed=1, stage=2, rows_per_step=2)
+    order = s.order(0)
+    from_en = order[order[:, 0] == 1]
+    assert len(from_en) == round(0.5 * n_en) and len(set(from_en[:, 2].tolist())) == len(from_en)
+    assert (from_en[:, 1] == 0).all()  # en has one bucket: it mixes into bucket 0 only
+    s2 = StageSampler([two, en], [1.0, 2.0], seed=1, stage=2, rows_per_step=2)
+    assert (s2.order(0)[:, 0] == 1).sum() == 2 * n_en
+
+
+def test_state_dict_continues_exactly_across_epochs(data) -> None:
+    ds = PreparedDataset(data["two"])
+    a = StageSampler([ds], [1.0], seed=5, stage=1, rows_per_step=6)
+    straight = refs(a, 40)  # more than one pass
+    assert a.epoch >= 1
+    b = StageSampler([ds], [1.0], seed=5, stage=1, rows_per_step=6)
+    first = refs(b, 13)
+    state = b.state_dict()
+    assert sum(state["consumed_per_bucket"]) == state["cursor"] == 78
+    c = StageSampler([ds], [1.0], seed=5, stage=1, rows_per_step=6)
+    c.load_state_dict(state)
+    assert first + refs(c, 27) == straight
+
+
+def test_tokenizer_hash_mismatch_is_an_error(data) -> None:
+    ds = PreparedDataset(data["two"])
+    with pytest.raises(UserError, match="re-run `langgraft prepare`"):
+        ds.check_tokenizer("0" * 64, "other-tokenizer")
+
+
+def test_not_a_prepared_directory(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no manifest.json"):
+        PreparedDataset(tmp_path)
