@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from langgraft.data.sources import BAD_FILE, BAD_ROW, JSON_ROW, TEXT_ROW
 from langgraft.data.tokenize import Encoder, EncoderSpec, tokenizer_hash
@@ -168,3 +171,33 @@ def test_sentencepiece_backend_is_checked_against_tokenizer_json(tok512: Path, m
 def test_hf_backend_when_asked(tok512: Path) -> None:
     enc = Encoder(EncoderSpec(str(tok512), "pretrain", None, False, ("l",), None, "hf"))
     assert enc.text.name == "tokenizer.json" and enc.light_spec() is None
+
+
+@functools.cache
+def _cached_encoder(tok: str) -> Encoder:
+    return Encoder(EncoderSpec(tok, "pretrain", None, False, ("lbl",), None))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=400))
+def test_fuzz_files_through_reader_and_encoder(data: bytes, tmp_path: Path, tok512: Path) -> None:
+    """Arbitrary bytes as a jsonl or txt file: rows are encoded or rejected with a known reason
+    and a real line number; nothing else escapes."""
+    from langgraft.data import rows
+    from langgraft.data.sources import discover_inputs, read_items
+
+    enc = _cached_encoder(str(tok512))
+    for name in ("f.jsonl", "f.txt"):
+        path = tmp_path / name
+        path.write_bytes(data)
+        files = discover_inputs([str(path)])
+        out = enc.encode(list(read_items(files)))
+        n_lines = data.count(b"\n") + 1
+        reasons = rows.BAD_INPUT_REASONS + rows.FILTERED_REASONS + rows.FILE_REASONS
+        for _, line, reason, message, _ in out.problems:
+            assert reason in reasons and message and 0 <= line <= n_lines
+        assert out.rows == files[0].rows
+        assert len(out.categories) + sum(1 for p in out.problems if not p[4]) == out.rows
+        assert (out.mask[np.cumsum([0] + out.lengths[:-1])] == 0).all() if out.lengths else True
