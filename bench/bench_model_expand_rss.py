@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -92,8 +93,9 @@ def child(argv: list[str]) -> None:
         naive_expand(*args)
     # VmHWM, not ru_maxrss: Linux folds the parent's high-water mark into a forked child's
     # ru_maxrss across exec, while VmHWM belongs to this process's own address space.
-    status = Path("/proc/self/status").read_text()
-    print(int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1]) * 1024)
+    status = Path("/proc/self/status").read_text().splitlines()
+    hwm = [int(ln.split()[1]) * 1024 for ln in status if ln.startswith("VmHWM:")]
+    print(hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def measure(step: str, *args: str) -> tuple[int, float]:
@@ -114,6 +116,7 @@ def main() -> None:
     ap.add_argument(
         "--workdir", type=Path, default=None, help="keep files here (default: a temp dir)"
     )
+    ap.add_argument("--no-baseline", action="store_true", help="skip the transformers baseline")
     ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -129,19 +132,22 @@ def main() -> None:
         base, _ = measure("imports")
         ours, t_ours = measure("langgraft", "--model", str(w / "src"), "--tokenizer", str(w / "tok"),
                                "--out", str(w / "ours"), "--pad-to-multiple-of", "64")  # fmt: skip
-        naive, t_naive = measure("naive", str(w / "src"), str(w / "tok"), str(w / "naive"))
+        naive, t_naive = (0, 0.0)
+        if not a.no_baseline:
+            naive, t_naive = measure("naive", str(w / "src"), str(w / "tok"), str(w / "naive"))
         vocab = json.loads((w / "ours/config.json").read_text())["vocab_size"]
     gb = 1 << 30
     print(f"model: hidden {a.hidden}, {a.layers} layer(s), vocab 32000 -> {vocab}, bf16, "
           f"{size / gb:.2f} GiB on disk")  # fmt: skip
     print(f"{'':32} {'peak RSS':>10} {'x size':>8} {'(peak - imports) x size':>24} {'time':>7}")
     print(f"{'imports only (torch, transformers)':32} {base / gb:9.2f}G {base / size:8.2f}")
-    for name, rss, t in [
-        ("langgraft model expand", ours, t_ours),
-        ("transformers resize + save", naive, t_naive),
-    ]:
+    rows = [("langgraft model expand", ours, t_ours)]
+    if naive:
+        rows.append(("transformers resize + save", naive, t_naive))
+    for name, rss, t in rows:
         print(f"{name:32} {rss / gb:9.2f}G {rss / size:8.2f} {(rss - base) / size:24.2f} {t:6.1f}s")
-    print(f"langgraft / transformers peak RSS: {ours / naive:.2f}")
+    if naive:
+        print(f"langgraft / transformers peak RSS: {ours / naive:.2f}")
 
 
 if __name__ == "__main__":

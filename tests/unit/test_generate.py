@@ -57,9 +57,8 @@ def padded(stories: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_greedy_reproduces_llama2c_reference(stories: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    rc = main(
-        ["generate", "--model", str(stories), "--prompt", "", "--greedy", "--max-new-tokens", "200"]
-    )
+    args = ["--prompt", "", "--greedy", "--max-new-tokens", "200", "--dtype", "fp32"]
+    rc = main(["generate", "--model", str(stories), *args])
     assert rc == 0
     expected = (shared_data / "models/stories260K/expected_greedy_n200.txt").read_text()
     assert capsys.readouterr().out == expected + "\n"
@@ -77,7 +76,7 @@ def test_flags_are_real_booleans() -> None:
 
 def test_batched_equals_one_by_one_and_jsonl_records(stories: Path, tmp_path: Path) -> None:
     prompts = ["Once upon a time", "Lily", "The big dog ran to the"]
-    common = dict(model=stories, prompt=prompts, greedy=True, max_new_tokens=30)
+    common = dict(model=stories, prompt=prompts, greedy=True, max_new_tokens=30, dtype="fp32")
     out = tmp_path / "batch.jsonl"
     batched = generate(GenerateOptions(**common, batch_size=3, out=out), print)
     single = generate(GenerateOptions(**common, batch_size=1), lambda s: None)
@@ -101,13 +100,13 @@ def test_batched_equals_one_by_one_and_jsonl_records(stories: Path, tmp_path: Pa
 def test_padding_rows_are_never_sampled(padded: Path) -> None:
     model, tok = load_model(GenerateOptions(model=padded))
     assert len(tok) == 515 and model.config.vocab_size == 576
-    ids = torch.tensor([[1, 403, 407]])
+    ids = torch.tensor([[1, 403, 407]], device=model.device)
     # negative control: without any masking, the doctored padding rows win
     raw = model.generate(ids, max_new_tokens=5, do_sample=False, suppress_tokens=None)
     assert (raw[0, 3:] >= 515).any()
     # transformers' own generate, with the generation config langgraft wrote (suppress_tokens)
-    plain = AutoModelForCausalLM.from_pretrained(padded).generate(
-        ids, max_new_tokens=20, do_sample=True, top_k=0
+    plain = AutoModelForCausalLM.from_pretrained(padded).generate(  # on CPU
+        ids.cpu(), max_new_tokens=20, do_sample=True, top_k=0
     )
     assert (plain[0, 3:] < 515).all()
     # langgraft's generate: masks ids >= len(tokenizer) even if the config forgets to
