@@ -45,7 +45,7 @@ def bpe_vocab_and_merges(proto: ModelProto) -> tuple[dict[str, int], list[tuple[
 
 def build_fast_tokenizer(proto: ModelProto) -> Any:
     """A `tokenizers.Tokenizer` equivalent to the sentencepiece model (LLaMA conventions)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
 
     vocab, merges = bpe_vocab_and_merges(proto)
     ts = proto.trainer_spec
@@ -61,6 +61,13 @@ def build_fast_tokenizer(proto: ModelProto) -> Any:
         )
     )
     steps = []
+    if proto.normalizer_spec.remove_extra_whitespaces:
+        # sentencepiece (identity normalizer) folds runs of U+0020 and drops them at both ends;
+        # tabs and newlines are not whitespace to it.
+        steps += [
+            normalizers.Replace(Regex(" {2,}"), " "),
+            normalizers.Replace(Regex(r"\A | \z"), ""),
+        ]
     if proto.normalizer_spec.add_dummy_prefix:
         steps.append(normalizers.Prepend(WS))
     steps.append(normalizers.Replace(" ", WS))

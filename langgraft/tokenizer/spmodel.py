@@ -65,10 +65,10 @@ def check_llama_style(proto: ModelProto, where: str) -> None:
     if not ts.byte_fallback:
         raise UserError(f"{where}: source tokenizer has no byte fallback; LLaMA-style BPE expected")
     ns = proto.normalizer_spec
-    if ns.precompiled_charsmap or ns.remove_extra_whitespaces:
+    if ns.precompiled_charsmap or ns.name not in ("identity", ""):
         raise UserError(
-            f"{where}: source tokenizer normalizes text (charsmap or whitespace folding); "
-            "langgraft supports the identity normalizer that LLaMA uses"
+            f"{where}: source tokenizer uses the {ns.name!r} normalizer; langgraft supports "
+            "the identity normalizer (with or without whitespace folding) that LLaMA uses"
         )
 
 

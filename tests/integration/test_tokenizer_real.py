@@ -155,3 +155,32 @@ def test_report_outputs(tmp_path, capsys, shared_data, llama2_model, merged_keep
     assert shakespeare[0]["tokens"] == shakespeare[1]["tokens"]
     assert (out / "report.csv").read_text().startswith("tokenizer,corpus,")
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tok512_whitespace_folding_and_expansion(tmp_path_factory, shared_data, zh, en):
+    """stories260K's tok512 folds runs of spaces (sentencepiece's default normalizer spec): the
+    fast tokenizer must fold exactly like it, before and after adding Chinese pieces."""
+    tok512 = shared_data / "models" / "stories260K" / "tok512.model"
+    edge = ["  a  b  ", " ", "", "\t x \n", "x   ", "a \nb", " \u3000 x"]
+    from langgraft.tokenizer import load_tokenizer
+
+    sp = spm.SentencePieceProcessor(model_file=str(tok512))
+    fast = load_tokenizer(tok512)
+    lines = en + zh[:2000] + edge
+    assert sp.encode(lines) == fast(lines, add_special_tokens=False)["input_ids"]
+    out = _expand(
+        tmp_path_factory,
+        "tok512zh",
+        tok512,
+        "--learn-from",
+        str(shared_data / "corpus" / "zh" / "hongloumeng.txt"),
+        "--target-size",
+        "4096",
+    )
+    new_sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    new_fast = AutoTokenizer.from_pretrained(str(out))
+    assert new_sp.get_piece_size() == 4096
+    assert new_sp.encode(lines) == new_fast(lines, add_special_tokens=False)["input_ids"]
+    assert sp.encode(en) == new_sp.encode(en)  # English ids unchanged
+    zh_tokens = sum(map(len, new_sp.encode(zh[:2000])))
+    assert zh_tokens < 0.5 * sum(map(len, sp.encode(zh[:2000])))
