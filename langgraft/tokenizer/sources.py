@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +214,18 @@ def learn_pieces(
                         counts[sent[:1000]] = counts.get(sent[:1000], 0) + weight
     if not counts:
         raise UserError(f"--learn-from: no text found in {', '.join(map(str, files))}")
+    # The trainer refuses a vocabulary smaller than the characters it must cover.
+    chars: Counter[str] = Counter()
+    for sent, c in counts.items():
+        for ch in sent:
+            chars[ch] += c
+    total, covered, needed = sum(chars.values()), 0, 0
+    for _, c in chars.most_common():
+        if covered >= character_coverage * total:
+            break
+        covered += c
+        needed += 1
+    vocab_size = max(vocab_size, needed + 64)
     with tempfile.TemporaryDirectory(prefix="langgraft-learn-") as tmp:
         tsv = Path(tmp) / "corpus.tsv"
         with open(tsv, "w", encoding="utf-8") as w:

@@ -228,3 +228,16 @@ def test_chained_expansion_from_hf_directory(tmp_path, llama2_model):
     a, b = load_proto(first / "tokenizer.model"), load_proto(second / "tokenizer.model")
     assert [p.piece for p in b.pieces[: len(a.pieces)]] == [p.piece for p in a.pieces]
     assert pieces(second).encode_as_pieces("你好世界")[-2:] == ["你好", "世界"]
+
+
+def test_learn_with_budget_below_character_count(tmp_path, shared_data):
+    """A target smaller than the corpus alphabet still trains (most frequent characters win)."""
+    tok512 = shared_data / "models" / "stories260K" / "tok512.model"
+    corpus = tmp_path / "zh.txt"
+    lines = (shared_data / "corpus" / "zh" / "hongloumeng.txt").read_text("utf-8").splitlines()
+    corpus.write_text("\n".join(lines[:300]), encoding="utf-8")
+    rc, out = expand(tmp_path, tok512, "--learn-from", str(corpus), "--target-size", "700")
+    assert rc == 0
+    info = json.loads((out / "expansion.json").read_text())
+    assert info["final_size"] == 700 and info["skipped_by_reason"]["target size reached"] > 0
+    assert "的" in {a["piece"] for a in info["added_pieces"]}
