@@ -15,7 +15,8 @@ Commands (see docs/prepare.md for the input schema and the output contract):
     langgraft prepare chat --input sft.jsonl --tokenizer tok/ --template llama2 --out sft/
 
 Modules: `sources` (find files, stream rows with file:line), `rows` (decode and validate a row),
-`tokenize` (ids + trained-token mask, worker processes), `pack` (chunk + best-fit packing),
+`tokenize` (ids + trained-token mask, worker processes), `textenc` (sentencepiece or
+tokenizer.json, cross-checked), `pack` (chunk + best-fit packing),
 `bins` (on-disk stores, seeded bins and buckets), `writer` (Arrow/jsonl), `prepare` (the
 pipeline and the manifest), `convert` (JSON corpora to jsonl), `cli`.
 """

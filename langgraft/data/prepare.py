@@ -186,6 +186,15 @@ def _write_buckets(
                 f"--num-bins {cfg.num_bins}: bucket {k} would be empty (the input packs into "
                 f"{n} sequences); use fewer bins"
             )
+    for c in cats:
+        if len(packing.stores[c]) < cfg.num_bins:
+            log.warning(
+                "category %r packs into %d sequences, fewer than --num-bins %d: some of its bins "
+                "are empty",
+                c,
+                len(packing.stores[c]),
+                cfg.num_bins,
+            )
     width = max(2, len(str(cfg.num_bins - 1)))
     names = [f"bucket_{k:0{width}d}" for k in range(cfg.num_bins)]
     bins = {
