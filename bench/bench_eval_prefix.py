@@ -33,6 +33,14 @@ SHAPES = {
         num_attention_heads=4,
         num_key_value_heads=4,
     ),
+    # LLaMA-3.2-1B-like proportions, for GPU runs (bench/gpu_check.sh).
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+    ),
     "stories260k": dict(
         hidden_size=64,
         intermediate_size=172,
