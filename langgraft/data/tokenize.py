@@ -233,6 +233,8 @@ _WORKER: Encoder | None = None
 
 
 def _init_worker(spec: EncoderSpec, light: LightSpec | None) -> None:
+    # Each worker encodes single-threaded: N processes x all-core threads oversubscribe.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     global _WORKER
     _WORKER = Encoder(spec, light)
 
@@ -242,22 +244,27 @@ def _encode_in_worker(items: list[Item]) -> EncodedBatch:
     return _WORKER.encode(items)
 
 
-def _start_pool(workers: int, spec: EncoderSpec, light: LightSpec | None) -> Any:
-    import multiprocessing as mp
+def _ready() -> None:
+    pass
 
-    # Each worker encodes single-threaded: N processes x all-core threads oversubscribe.
-    # "spawn", not fork: a forked copy of a tokenizer that has used its thread pool can deadlock.
-    saved = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        return mp.get_context("spawn").Pool(
-            workers, initializer=_init_worker, initargs=(spec, light)
-        )
-    finally:
-        if saved is None:
-            del os.environ["TOKENIZERS_PARALLELISM"]
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = saved
+
+def _start_pool(stack: contextlib.ExitStack, workers: int, spec: EncoderSpec, light: Any) -> Any:
+    """A process pool, started now. ProcessPoolExecutor rather than multiprocessing.Pool: if a
+    worker dies, its futures fail (BrokenProcessPool) instead of waiting forever. "spawn", not
+    fork: a forked copy of a tokenizer that has used its thread pool can deadlock."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(spec, light),
+    )
+    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+    for _ in range(workers):
+        pool.submit(_ready)  # start the processes while the main process encodes batch 1
+    return pool
 
 
 def encode_stream(
@@ -269,19 +276,20 @@ def encode_stream(
     encodes (see textenc). At most 2 x workers batches are in flight, so memory does not grow
     with the input (`Pool.imap` would read the whole input ahead into its task queue).
     """
+    from concurrent.futures.process import BrokenProcessPool
+
     batches = iter(batches)
     light = encoder.light_spec()
     with contextlib.ExitStack() as stack:
-        pool = (
-            stack.enter_context(_start_pool(workers, encoder.spec, light)) if workers > 1 else None
-        )
+        pool = _start_pool(stack, workers, encoder.spec, light) if workers > 1 else None
         first = next(batches, None)
         if first is None:
             return
         out = encoder.encode(first)
         if pool is not None and light is not None and encoder.light_spec() is None:
-            pool.terminate()  # sentencepiece was rejected on the first batch: workers need hf
-            pool = stack.enter_context(_start_pool(workers, encoder.spec, None))
+            # sentencepiece was rejected on the first batch: the workers need tokenizer.json
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = _start_pool(stack, workers, encoder.spec, None)
         yield out
         if pool is None:
             for batch in batches:
@@ -290,13 +298,18 @@ def encode_stream(
         pending: deque[Any] = deque()
 
         def result() -> EncodedBatch:
-            out = pending.popleft().get()
+            try:
+                out = pending.popleft().result()
+            except BrokenProcessPool as e:
+                raise RuntimeError(
+                    f"a prepare worker process died ({e}); rerun with --workers 1 to see why"
+                ) from e
             if isinstance(encoder.text, TextEncoder):
                 encoder.text.check_samples(out.samples)
             return out
 
         for batch in batches:
-            pending.append(pool.apply_async(_encode_in_worker, (batch,)))
+            pending.append(pool.submit(_encode_in_worker, batch))
             if len(pending) >= 2 * workers:
                 yield result()
         while pending:
