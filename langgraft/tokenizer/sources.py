@@ -125,17 +125,6 @@ def pieces_of_model(path: Path) -> list[Candidate]:
     return [Candidate(proto.pieces[i].piece, f"{Path(path).name}#{i}") for i in order]
 
 
-def _strings(obj: Any) -> Iterator[str]:
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, list):
-        for x in obj:
-            yield from _strings(x)
-    elif isinstance(obj, dict):
-        for x in obj.values():
-            yield from _strings(x)
-
-
 def _row_text(row: Any, path: Path, n: int) -> str:
     if isinstance(row, dict):
         if isinstance(row.get("text"), str):
@@ -156,15 +145,10 @@ def iter_texts(path: Path) -> Iterator[tuple[str, int]]:
             if line.strip():
                 yield _row_text(_json_line(path, n, line), path, n), 1
     elif name.endswith(".json"):
-        try:
-            data = json.loads("\n".join(line for _, line in _open_text(path)))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-        records = data if isinstance(data, list) else [data]
-        for rec in records:
-            text = "\n".join(_strings(rec.get("paragraphs", rec) if isinstance(rec, dict) else rec))
-            if text.strip():
-                yield text, 1
+        from langgraft.data.convert import json_documents
+
+        for text in json_documents(path):
+            yield text, 1
     elif looks_like_freq_list(path):
         for n, line in _open_text(path):
             m = _FREQ_LINE.match(line)
