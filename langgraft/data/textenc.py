@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from langgraft.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -77,14 +79,16 @@ class TextEncoder:
     def encode_hf(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        """int32 ids of each text (numpy arrays: no Python int per token)."""
         if not texts:
             return []
         if self.sp is None:
-            return self.encode_hf(texts)
-        ids = self.sp.encode(texts, num_threads=self.threads)
+            return [np.asarray(x, dtype=np.int32) for x in self.encode_hf(texts)]
+        # return_type="numpy" skips building Python lists; the GIL is released while encoding.
+        ids = self.sp.encode(texts, num_threads=self.threads, return_type="numpy")
         probe = _probe(len(texts)) if self.verified else range(min(len(texts), FIRST_CHECK))
-        if self.encode_hf([texts[i] for i in probe]) == [ids[i] for i in probe]:
+        if self.encode_hf([texts[i] for i in probe]) == [ids[i].tolist() for i in probe]:
             self.verified = True
             return ids
         if self.verified or self.backend == "sentencepiece":
@@ -93,7 +97,7 @@ class TextEncoder:
             "%s: sentencepiece and tokenizer.json disagree; using tokenizer.json", self.path
         )
         self.sp = None
-        return self.encode_hf(texts)
+        return [np.asarray(x, dtype=np.int32) for x in self.encode_hf(texts)]
 
     def check_samples(self, samples: list[tuple[str, list[int]]]) -> None:
         """Compare a worker's (text, ids) samples with tokenizer.json."""
@@ -124,9 +128,9 @@ class LightTextEncoder:
         self.sp = _load_sp(Path(spec.model))
         self.samples: list[tuple[str, list[int]]] = []
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
         if not texts:
             return []
-        ids = self.sp.encode(texts, num_threads=1)
-        self.samples += [(texts[i], ids[i]) for i in _probe(len(texts))]
+        ids = self.sp.encode(texts, num_threads=1, return_type="numpy")
+        self.samples += [(texts[i], ids[i].tolist()) for i in _probe(len(texts))]
         return ids

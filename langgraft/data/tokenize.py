@@ -172,59 +172,63 @@ class Encoder:
         src_rows = [i for i, (_, _, r) in enumerate(good) if r.source]
         texts += [good[i][2].source for i in src_rows]
         enc = self.text.encode(texts)
-        sources: dict[int, list[int]] = dict(zip(src_rows, enc[len(good) :], strict=True))
-        flat: list[int] = []
-        spans: list[tuple[int, int]] = []  # (start of target, end) in flat
+        sources = dict(zip(src_rows, enc[len(good) :], strict=True))
+        bos, eos, empty = _one(self.bos), _one(self.eos), np.zeros(0, np.int32)
+        pieces: list[np.ndarray] = []
+        untrained: list[int] = []  # per row: BOS + source
         for i, (file_idx, line, row) in enumerate(good):
             target = enc[i]
-            if not target:
+            if not len(target):
                 out.problems.append(
                     (file_idx, line, "empty_target", "target is empty after tokenization", False)
                 )
                 continue
-            start = len(flat)
-            flat.append(self.bos)
-            flat.extend(sources.get(i, ()))
-            t0 = len(flat)
-            flat.extend(target)
-            flat.append(self.eos)
-            spans.append((t0, len(flat)))
-            out.categories.append(row.category)
-            out.lengths.append(len(flat) - start)
+            source = sources.get(i, empty)
+            pieces += (bos, source, target, eos)
+            untrained.append(1 + len(source))
             out.trained.append(len(target) + 1)
-        out.ids = np.array(flat, dtype=np.int32)
-        out.mask = np.zeros(len(flat), dtype=np.uint8)
-        for a, b in spans:
-            out.mask[a:b] = 1
+            out.lengths.append(len(source) + len(target) + 2)
+            out.categories.append(row.category)
+        out.ids = np.concatenate(pieces) if pieces else empty
+        out.mask = _mask(untrained, out.trained)
 
     def _assemble_chat(self, good: list[Any], out: EncodedBatch) -> None:
         assert self.template is not None
         layouts = [self.template.parts(r.messages) for _, _, r in good]
         enc = iter(self.text.encode([p.text for ps in layouts for p in ps if p.text is not None]))
-        flat: list[int] = []
-        mask: list[int] = []
+        pieces: list[np.ndarray] = []
+        flags: list[int] = []
         for (_, _, row), parts in zip(good, layouts, strict=True):
-            start, trained = len(flat), 0
+            length = trained = 0
             for p in parts:
-                if p.text is not None:
-                    ids = next(enc)
-                else:
-                    ids = self._special(p.special)
-                flat.extend(ids)
-                mask.extend([int(p.trainable)] * len(ids))
+                ids = next(enc) if p.text is not None else self._special(p.special)
+                pieces.append(ids)
+                flags.append(int(p.trainable))
+                length += len(ids)
                 trained += len(ids) if p.trainable else 0
             out.categories.append(row.category)
-            out.lengths.append(len(flat) - start)
+            out.lengths.append(length)
             out.trained.append(trained)
-        out.ids = np.array(flat, dtype=np.int32)
-        out.mask = np.array(mask, dtype=np.uint8)
+        if pieces:
+            out.ids = np.concatenate(pieces)
+            out.mask = np.repeat(np.array(flags, np.uint8), [len(x) for x in pieces])
 
-    def _special(self, name: str | None) -> list[int]:
+    def _special(self, name: str | None) -> np.ndarray:
         from langgraft.templates import OPTIONAL_BOS
 
         if name == OPTIONAL_BOS:
-            return [] if self.bos is None else [self.bos]
-        return [self.special_ids[name]]  # type: ignore[index]
+            return np.zeros(0, np.int32) if self.bos is None else _one(self.bos)
+        return _one(self.special_ids[name])  # type: ignore[index]
+
+
+def _one(token: int | None) -> np.ndarray:
+    return np.array([token], dtype=np.int32)
+
+
+def _mask(untrained: list[int], trained: list[int]) -> np.ndarray:
+    """Per row: `untrained` zeros then `trained` ones, concatenated."""
+    counts = np.column_stack([untrained, trained]).ravel() if untrained else np.zeros(0, np.int64)
+    return np.repeat(np.tile(np.array([0, 1], np.uint8), len(untrained)), counts)
 
 
 # --- worker processes -------------------------------------------------------------------------
@@ -270,7 +274,8 @@ def _start_pool(stack: contextlib.ExitStack, workers: int, spec: EncoderSpec, li
 def encode_stream(
     encoder: Encoder, batches: Iterable[list[Item]], workers: int
 ) -> Iterator[EncodedBatch]:
-    """Encode batches in input order, in this process (workers=1) or in a pool of processes.
+    """Encode batches in input order, in this process (workers=1: a background thread, one
+    batch ahead) or in a pool of processes.
 
     The first batch is always encoded here, while the workers start: it settles which backend
     encodes (see textenc). At most 2 x workers batches are in flight, so memory does not grow
@@ -292,8 +297,18 @@ def encode_stream(
             pool = _start_pool(stack, workers, encoder.spec, None)
         yield out
         if pool is None:
+            # One background thread encodes the next batch while this one packs the last:
+            # sentencepiece releases the GIL while it encodes, so the two overlap.
+            from concurrent.futures import ThreadPoolExecutor
+
+            thread = stack.enter_context(ThreadPoolExecutor(1))
+            ahead: deque[Any] = deque()
             for batch in batches:
-                yield encoder.encode(batch)
+                ahead.append(thread.submit(encoder.encode, batch))
+                if len(ahead) >= 2:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
             return
         pending: deque[Any] = deque()
 

@@ -154,13 +154,15 @@ def test_sentencepiece_backend_is_checked_against_tokenizer_json(tok512: Path, m
     texts = ["hello world", "a cat sat", "once upon a time"]
     # a disagreement on the first batch falls back to tokenizer.json, with the right ids
     real = enc.text.sp.encode
-    monkeypatch.setattr(enc.text.sp, "encode", lambda t, num_threads: [[7] for _ in t])
-    assert enc.text.encode(texts) == enc.text.encode_hf(texts)
+    monkeypatch.setattr(enc.text.sp, "encode", lambda t, **kw: [np.array([7], np.int32) for _ in t])
+    assert [x.tolist() for x in enc.text.encode(texts)] == enc.text.encode_hf(texts)
     assert enc.text.name == "tokenizer.json" and enc.light_spec() is None
     # once verified, a later disagreement is an error, not silent drift
     enc2 = _encoder(tok512)
-    assert enc2.text.encode(texts) == enc2.text.encode_hf(texts)
-    monkeypatch.setattr(enc2.text.sp, "encode", lambda t, num_threads: [[7] for _ in t])
+    assert [x.tolist() for x in enc2.text.encode(texts)] == enc2.text.encode_hf(texts)
+    monkeypatch.setattr(
+        enc2.text.sp, "encode", lambda t, **kw: [np.array([7], np.int32) for _ in t]
+    )
     with pytest.raises(UserError, match="--tokenizer-backend hf"):
         enc2.text.encode(texts)
     with pytest.raises(UserError, match="--tokenizer-backend hf"):
