@@ -128,20 +128,25 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise UserError(f"{where}: {e}") from None
 
 
-def load_yaml(cls: type[T], path: str | Path) -> T:
-    """Load a YAML file into dataclass `cls`, strictly."""
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """Parse a YAML file whose top level is a mapping; errors name the file (and line)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
+        raise UserError(f"{path}: no such {what} file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise UserError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: top level must be a mapping")
-    return from_dict(cls, data, where=str(path))
+    return data
+
+
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    """Load a YAML file into dataclass `cls`, strictly."""
+    return from_dict(cls, read_yaml_mapping(path), where=str(path))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from langgraft.config import from_dict
+from langgraft.config import from_dict, read_yaml_mapping
 from langgraft.errors import UserError
 
 # Colossal-LLaMA-2's `--plugin` values. All but ddp (and "none") need several processes, which
@@ -227,17 +227,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such recipe file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: top level must be a mapping")
+    data = read_yaml_mapping(path, what="recipe")
     return recipe_from_dict(apply_overrides(data, overrides or []), where=str(path))
 
 
