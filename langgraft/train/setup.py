@@ -165,11 +165,6 @@ class NeftHook:
 def configure_trainable(model: Any, stage: StageConfig) -> Any:
     """Set requires_grad for this stage; wraps with LoRA adapters when lora_rank is set."""
     if stage.lora_rank:
-        if importlib.util.find_spec("peft") is None:
-            raise UserError(
-                f"lora_rank: {stage.lora_rank} needs the optional `peft` package "
-                "(pip install peft); or remove lora_rank"
-            )
         from peft import LoraConfig, get_peft_model
 
         targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -223,6 +223,10 @@ class Trainer:
         bar.close()
         if neft is not None:
             neft.remove()
+        if stage.lora_rank:
+            # Fold the adapters into the weights: the export is a plain HF model and the next
+            # stage (LoRA or not) starts from the merged weights.
+            self.model = self.model.merge_and_unload()
         if recipe.eval.interval:
             metrics.write(self._eval_row(plan))
         export = None
