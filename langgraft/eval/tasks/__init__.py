@@ -72,6 +72,15 @@ def attach_shots(subjects: dict[str, Subject], shots: dict[str, Subject], where:
         subject.shots = shots[name].questions
 
 
+def subject_table(subjects: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """{name: (display name, category)} from {category: "name:显示名 name2:显示名2 ..."}."""
+    return {
+        item.split(":")[0]: (item.split(":")[1], cat)
+        for cat, items in subjects.items()
+        for item in items.split()
+    }
+
+
 def unknown_subject(name: str, task: str) -> tuple[str, tuple[str, ...]]:
     log.warning("%s: subject %r is not in the official list; category 'Other'", task, name)
     return name.replace("_", " "), ("Other",)

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.eval.data import Subject, Task, require_dir
-from langgraft.eval.tasks import attach_shots, load_csv_subjects, split_files, unknown_subject
+from langgraft.eval.tasks import (
+    attach_shots,
+    load_csv_subjects,
+    split_files,
+    subject_table,
+    unknown_subject,
+)
 
 HEADER = ["id", "question", "A", "B", "C", "D", "answer"]
 
@@ -36,11 +42,7 @@ SUBJECTS = {
     "accountant:注册会计师 fire_engineer:注册消防工程师 "
     "environmental_impact_assessment_engineer:环境影响评价工程师 tax_accountant:税务师 physician:医师资格",
 }
-SUBJECT_INFO = {
-    item.split(":")[0]: (item.split(":")[1], cat)
-    for cat, items in SUBJECTS.items()
-    for item in items.split()
-}
+SUBJECT_INFO = subject_table(SUBJECTS)
 
 
 def make_subject(name: str) -> Subject:

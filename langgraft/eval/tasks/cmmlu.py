@@ -7,7 +7,13 @@ from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.eval.data import Subject, Task, require_dir
-from langgraft.eval.tasks import attach_shots, load_csv_subjects, split_files, unknown_subject
+from langgraft.eval.tasks import (
+    attach_shots,
+    load_csv_subjects,
+    split_files,
+    subject_table,
+    unknown_subject,
+)
 
 HEADER = ["", "Question", "A", "B", "C", "D", "Answer"]
 
@@ -44,11 +50,7 @@ CHINA_SPECIFIC = set(
     "construction_project_management elementary_chinese elementary_commonsense ethnology "
     "high_school_politics modern_chinese traditional_chinese_medicine".split()
 )
-SUBJECT_INFO = {
-    item.split(":")[0]: (item.split(":")[1], cat)
-    for cat, items in SUBJECTS.items()
-    for item in items.split()
-}
+SUBJECT_INFO = subject_table(SUBJECTS)
 
 
 def make_subject(name: str) -> Subject:
