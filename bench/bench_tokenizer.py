@@ -60,6 +60,21 @@ def cmmlu_questions() -> list[str]:
     return rows
 
 
+def optimal_tokens(vocab: set[str], text: str) -> int:
+    """Fewest tokens any segmentation into `vocab` pieces (bytes for unknown characters) can
+    reach: a lower bound that tells whether BPE's greedy merge order or the vocabulary limits."""
+    s = "\u2581" + text.replace(" ", "\u2581")
+    longest = max(map(len, vocab))
+    best = [0] + [1 << 30] * len(s)
+    for i in range(1, len(s) + 1):
+        for j in range(max(0, i - longest), i):
+            if s[j:i] in vocab and best[j] + 1 < best[i]:
+                best[i] = best[j] + 1
+        if s[i - 1] not in vocab:
+            best[i] = min(best[i], best[i - 1] + len(s[i - 1].encode()))
+    return best[-1]
+
+
 def texts(path: Path) -> list[str]:
     return [t for f in expand_paths([path]) for t, _ in iter_texts(f)]
 
@@ -146,6 +161,17 @@ def main_bench() -> None:
                 for c in corpora
             ]
             print(f"| {name} | {size:,} | " + " | ".join(cells) + " |")
+        sample = corpora["cmmlu-test (held out)"][::4]
+        chars = sum(map(len, sample))
+        print("\nheld-out CMMLU (every 4th row): greedy BPE vs the optimal segmentation into the")
+        print("same vocabulary (a lower bound for any merge order):")
+        for name, path in models.items():
+            proto = load_proto(path)
+            vocab = {p.piece for p in proto.pieces if p.type == NORMAL}
+            sp = spm.SentencePieceProcessor(model_file=str(path))
+            bpe = sum(map(len, sp.encode(sample))) / chars
+            best = sum(optimal_tokens(vocab, x) for x in sample) / chars
+            print(f"  {name:26s} BPE {bpe:.4f}  optimal {best:.4f}  ({bpe / best - 1:+.2%})")
 
 
 if __name__ == "__main__":
