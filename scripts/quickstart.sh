@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job: install langgraft into .venv and run every stage on the real sample data
-# in ../shared/data, on CPU (about 10 minutes on 2 cores). Outputs go to out/ (git-ignored).
+# in ../shared/data, on CPU (about 6 minutes on 2 cores). Outputs go to out/ (git-ignored).
 #   1. LLaMA-2's tokenizer expanded to 69,104 pieces with Chinese; compression report.
 #   2-4. stories260K (llama2.c, English only) imported, tokenizer + embeddings expanded, data
 #        prepared, three training stages (scripts/train_demo.sh), held-out loss before/after.
