@@ -3,13 +3,18 @@
 Layout of a run directory's checkpoints/:
 
     step-00000120/   model.safetensors  optimizer.pt  scheduler.pt  scaler.pt  rng.pt
-                     trainer_state.json  recipe.json
+                     [rng-rank1.pt ...]  trainer_state.json  recipe.json
     latest           "step-00000120" (written last)
 
 A checkpoint is written into a hidden temporary directory, fsynced and renamed into place; only
 then is `latest` replaced (atomically), and only then are old checkpoints pruned to the newest
 `keep_last`. A crash at any point leaves `latest` naming a complete checkpoint. Everything is
 read back with safetensors or `torch.load(weights_only=True)`.
+
+Under DDP the weights and optimizer state are identical on every rank, so rank 0 writes them;
+each rank writes its own RNG state (rng.pt for rank 0, rng-rankR.pt for the others) into rank
+0's temporary directory before it is renamed, and every rank waits at a barrier until the
+checkpoint is complete, so no rank can read a half-written one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from langgraft.distributed.parallel import barrier, broadcast_object, rank
 from langgraft.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,21 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
+
+
+def rng_file(r: int) -> str:
+    return "rng.pt" if r == 0 else f"rng-rank{r}.pt"
+
+
+def load_rng_state(path: Path) -> None:
+    """Restore this rank's RNG state from checkpoint `path`."""
+    f = path / rng_file(rank())
+    if not f.is_file():
+        raise UserError(
+            f"{path}: no {f.name}; the checkpoint was written by fewer processes than this "
+            "run has (resume with the same number of processes)"
+        )
+    set_rng_state(torch.load(f, weights_only=True))
 
 
 def set_rng_state(s: dict[str, Any]) -> None:
@@ -89,25 +110,37 @@ def save_checkpoint(
     recipe: dict[str, Any],
     keep_last: int,
 ) -> Path:
-    """Write checkpoint `step` atomically under `root`; returns its directory."""
+    """Write checkpoint `step` atomically under `root`; returns its directory. Collective
+    under DDP: every rank calls it (rank 0 writes the shared state, each rank its RNG)."""
     from safetensors.torch import save_model
 
-    root.mkdir(parents=True, exist_ok=True)
     name = step_name(step)
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings
-    if os.environ.get(_KILL_IN_SAVE) == str(step):
-        os.kill(os.getpid(), signal.SIGKILL)
-    _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
-    _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
-    _torch_save(scaler.state_dict() if scaler is not None else {}, tmp / "scaler.pt")
-    _torch_save(rng_state(), tmp / "rng.pt")
-    (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False))
-    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
-    _fsync_dir(tmp)
     final = root / name
+    main = rank() == 0
+    tmp = root / f".tmp-{name}-{os.getpid()}"
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings
+        if os.environ.get(_KILL_IN_SAVE) == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
+        _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
+        _torch_save(scaler.state_dict() if scaler is not None else {}, tmp / "scaler.pt")
+        (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False))
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+    tmp = Path(broadcast_object(str(tmp)))  # rank 0's directory exists from here on
+    _torch_save(rng_state(), tmp / rng_file(rank()))
+    barrier()  # every rank's RNG file is in before the rename
+    if main:
+        _publish(root, tmp, final, name, keep_last)
+    barrier()  # nobody reads or resumes from a checkpoint that is not complete
+    return final
+
+
+def _publish(root: Path, tmp: Path, final: Path, name: str, keep_last: int) -> None:
+    _fsync_dir(tmp)
     if final.exists():  # the same step saved again after a resume: replace it
         trash = root / f".old-{name}-{os.getpid()}"
         final.rename(trash)
@@ -118,7 +151,6 @@ def save_checkpoint(
     os.replace(latest_tmp, root / LATEST)
     _fsync_dir(root)
     _prune(root, keep_last, keep=final)
-    return final
 
 
 def _prune(root: Path, keep_last: int, keep: Path) -> None:
@@ -177,7 +209,7 @@ def load_checkpoint(
     scaler_state = torch.load(path / "scaler.pt", weights_only=True)
     if scaler is not None and scaler_state:
         scaler.load_state_dict(scaler_state)
-    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    load_rng_state(path)
 
 
 def read_trainer_state(path: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ langgraft train --config recipes/demo-stories260k.yaml
 langgraft train --config recipes/demo-stories260k.yaml --resume auto
 langgraft train --config RECIPE.yaml --stages.0.lr=1e-3 --train.micro_batch_size=4
 langgraft train --config RECIPE.yaml --init-from runs/x/export/stage-0-warmup --dry-run
+torchrun --nproc_per_node 2 -m langgraft train --config RECIPE.yaml --plugin=ddp   # data parallel
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ class _OverridesParser(argparse.ArgumentParser):
 
 
 def run(args: argparse.Namespace) -> int:
+    from langgraft.distributed.parallel import close_distributed
+
+    try:
+        return _run(args)
+    finally:
+        close_distributed()
+
+
+def _run(args: argparse.Namespace) -> int:
     import random
 
     import numpy as np
@@ -37,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from langgraft.config import save_resolved, to_dict
     from langgraft.data.tokenize import tokenizer_hash
     from langgraft.distributed import checkpoint as ckpt
-    from langgraft.distributed.parallel import check_layout, parallelize
+    from langgraft.distributed.parallel import check_layout, init_distributed, parallelize, rank
     from langgraft.tokenizer import load_tokenizer
     from langgraft.train.recipe import load_recipe
     from langgraft.train.setup import load_model, pad_token_id, pick_device
@@ -45,16 +55,22 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.config, args.overrides)
     check_layout(recipe.plugin)
+    main = rank() == 0
+    if not main:  # one voice: the other ranks only report problems
+        logging.getLogger("langgraft").setLevel(logging.WARNING)
     if args.resume and args.init_from:
         raise UserError("--resume and --init-from exclude each other (full state vs weights)")
     out = Path(recipe.out)
     resume = ckpt.find_checkpoint(out, args.resume) if args.resume else None
     if args.resume == "auto" and resume is None:
         log.info("--resume auto: no checkpoint in %s yet; starting from the beginning", out)
-    random.seed(recipe.seed)
-    np.random.seed(recipe.seed % 2**32)
-    torch.manual_seed(recipe.seed)
-    device = pick_device(recipe)
+    # Per-rank RNG streams (NEFTune noise differs across ranks); the data order does not use
+    # them (data.py seeds its own generators), and DDP broadcasts rank 0's initial weights.
+    seed = recipe.seed + rank()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    device = init_distributed(pick_device(recipe))
     tok_path = recipe.tokenizer or recipe.model
     tokenizer = load_tokenizer(tok_path)
     model = load_model(recipe, device)
@@ -73,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         max_length, where=str(args.config),
     )  # fmt: skip
     if args.dry_run:
+        if not main:
+            return 0
         plans = [
             {"stage": p.stage.name, "steps": p.total_steps, "warmup": p.warmup_steps,
              "tokens_per_step": round(p.tokens_per_step), "rows_per_pass": p.sampler.rows_per_epoch,
@@ -81,9 +99,12 @@ def run(args: argparse.Namespace) -> int:
         ]  # fmt: skip
         print(json.dumps({"recipe": to_dict(recipe), "plans": plans}, indent=2))
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(recipe, out / "recipe.json")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved(recipe, out / "recipe.json")
     summary = trainer.train(resume)
+    if not main:
+        return 0
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for s in summary["stages"]:
         print(f"{s['name']}: {s['steps']} steps, final loss {s['final_loss']:.4f}")

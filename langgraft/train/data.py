@@ -121,7 +121,8 @@ class StageSampler:
     """The row order of one stage over its weighted sources, bucket by bucket, with a cursor.
 
     A pass (epoch) is the concatenation of the shuffled bucket pools; optimizer steps take
-    `rows_per_step` consecutive rows, and the tail of a pass that does not fill a step is dropped.
+    `rows_per_step` consecutive rows (the global batch, split across data-parallel ranks), and
+    the tail of a pass that does not fill a step is dropped.
     """
 
     def __init__(
@@ -175,12 +176,20 @@ class StageSampler:
     def steps_per_epoch(self) -> int:
         return self.rows_per_epoch // self.rows_per_step
 
-    def next_step_rows(self) -> list[tuple[Row, int]]:
-        """The rows of the next optimizer step as (row, bucket); advances the cursor."""
+    def next_step_rows(self, rank: int = 0, world: int = 1) -> list[tuple[Row, int]]:
+        """This rank's rows of the next optimizer step as (row, bucket); advances the cursor.
+
+        `rows_per_step` is the global batch. Under data parallelism every rank walks the same
+        order and takes a contiguous share: rank r gets rows [r*n, (r+1)*n) of the step's global
+        rows, n = rows_per_step / world. Contiguous (not strided) so that rank r's micro-batches
+        are exactly micro-batches r*A ... (r+1)*A-1 of one process with world*A accumulation
+        steps: the same rows, the same padding, the same step."""
         if self.cursor + self.rows_per_step > self.rows_per_epoch:
             self.epoch, self.cursor = self.epoch + 1, 0
         order = self.order(self.epoch)
-        refs = order[self.cursor : self.cursor + self.rows_per_step]
+        share = self.rows_per_step // world
+        start = self.cursor + rank * share
+        refs = order[start : start + share]
         self.cursor += self.rows_per_step
         return [(self.sources[s].buckets[k].row(int(i)), int(k)) for s, k, i in refs.tolist()]
 

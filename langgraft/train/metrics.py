@@ -50,6 +50,16 @@ class MetricsLogger:
             self._tb.close()
 
 
+class NoMetrics:
+    """The metrics sink of ranks other than 0 (one writer per run directory)."""
+
+    def write(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Throughput:
     """Tokens per second over the steps since the last `rate()` call (excludes eval and saves)."""
 

@@ -23,8 +23,8 @@ import yaml
 from langgraft.config import from_dict, read_yaml_mapping
 from langgraft.errors import UserError
 
-# Colossal-LLaMA-2's `--plugin` values. All but ddp (and "none") need several processes, which
-# the distributed issue brings; until then naming one is an error, never a silent fallback.
+# Colossal-LLaMA-2's `--plugin` values. ddp runs under torchrun (DistributedDataParallel); the
+# sharded ones wait for FSDP2/TP, and until then naming one is an error, never a silent fallback.
 PLUGINS = ("none", "ddp", "gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
 
 
@@ -136,8 +136,9 @@ class Recipe:
     grad_checkpoint: bool = False
     """Recompute activations in the backward pass (Colossal --use_grad_checkpoint)."""
     plugin: Literal[PLUGINS] = "none"  # type: ignore[valid-type]
-    """Parallelism: none (one process). ddp, zero2, zero2_cpu, gemini, gemini_auto and 3d are the
-    Colossal names, reserved for the distributed trainer."""
+    """Parallelism: none (one process) or ddp (data parallel under torchrun; each rank takes
+    micro_batch_size x accumulation_steps rows per step). zero2, zero2_cpu, gemini, gemini_auto
+    and 3d are the Colossal names, reserved for the sharded trainer (an error today)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train; auto picks cuda when available."""
     max_length: int | None = None

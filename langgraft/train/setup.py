@@ -87,6 +87,7 @@ def plan_stage(
     datasets: dict[str, PreparedDataset],
     max_length: int,
     where: str = "recipe",
+    world: int = 1,
 ) -> StagePlan:
     """Open the stage's data and turn its budget into steps; impossible budgets are errors."""
     stage = recipe.stages[index]
@@ -105,14 +106,16 @@ def plan_stage(
                 f"than max_length {max_length} (recipe max_length or the model's context)"
             )
         sources.append(ds)
-    rows_per_step = stage.micro_batch_size * stage.accumulation_steps
+    # The global batch: every data-parallel rank takes micro_batch_size x accumulation_steps.
+    rows_per_step = stage.micro_batch_size * stage.accumulation_steps * world
     sampler = StageSampler(
         sources, [d.weight for d in stage.data], recipe.seed, index, rows_per_step
     )
     if sampler.steps_per_epoch == 0:
         raise UserError(
             f"{w}.micro_batch_size: {stage.micro_batch_size} x accumulation_steps "
-            f"{stage.accumulation_steps} = {rows_per_step} sequences per step, but a pass over "
+            f"{stage.accumulation_steps} x {world} process(es) = {rows_per_step} sequences "
+            "per step, but a pass over "
             f"the stage's data has only {sampler.rows_per_epoch}; lower them or add data"
         )
     tokens_per_step = sampler.tokens_per_epoch / sampler.rows_per_epoch * rows_per_step

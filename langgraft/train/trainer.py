@@ -4,6 +4,11 @@ The trainer is thin and stateful (torchtitan's `Trainer`): `state_dict()` holds 
 the step, the tokens seen and the sampler position, and together with the model, optimizer,
 scheduler, grad scaler and RNG states (distributed/checkpoint.py) a resume continues bit for
 bit. Each stage starts a fresh AdamW and schedule, like Colossal's chained runs.
+
+Under torchrun with plugin ddp every rank runs this same loop on its share of each step's rows
+(data.py: `next_step_rows`); only rank 0 writes metrics, TensorBoard, exports and the shared
+part of checkpoints, and only rank 0 runs the eval hook (on the unwrapped model: no
+collectives, so the other ranks simply wait for it at the next step's all-reduce).
 """
 
 from __future__ import annotations
@@ -21,10 +26,19 @@ from tqdm import tqdm
 
 from langgraft.config import to_dict
 from langgraft.distributed import checkpoint as ckpt
+from langgraft.distributed.parallel import (
+    data_parallel,
+    gather_objects,
+    no_sync,
+    rank,
+    sum_int,
+    world_size,
+)
+from langgraft.errors import UserError
 from langgraft.train.data import PreparedDataset
 from langgraft.train.evaluate import evaluate
 from langgraft.train.loss import MicroBatch, category_sums, collate, model_inputs, token_nll
-from langgraft.train.metrics import MetricsLogger, Throughput, mfu
+from langgraft.train.metrics import MetricsLogger, NoMetrics, Throughput, mfu
 from langgraft.train.optim import build_optimizer
 from langgraft.train.recipe import Recipe
 from langgraft.train.setup import NeftHook, StagePlan, configure_trainable, plan_stage
@@ -45,24 +59,41 @@ def accumulate(
 ) -> tuple[float, int, dict[str, tuple[float, int]]]:
     """Forward/backward over one optimizer step's micro-batches with the loss token-weighted
     across all of them: each micro-batch adds sum(nll) / N, N = supervised tokens of the whole
-    step (not a mean of per-micro-batch means). Returns (loss, N, per-category sums)."""
-    total = sum(mb.num_supervised for mb in micro_batches)
+    step (not a mean of per-micro-batch means). Returns (loss, N, per-category sums).
+
+    Under DDP (`model` wrapped, W ranks) N is the supervised-token count of the whole global
+    step (all-reduced first) and each rank's loss is multiplied by W, because DDP averages the
+    gradients over ranks: the synchronised gradient is then sum over every rank's micro-batches
+    of grad(sum(nll)) / N, the same sum one process with W times the accumulation steps forms
+    over the same rows (only the float summation order differs). Every micro-step but the last
+    runs under `no_sync()`, so gradients are all-reduced once per optimizer step."""
+    world = world_size()
+    total = sum_int(sum(mb.num_supervised for mb in micro_batches), device)
     denom = max(total, 1)  # an all-masked step gives zero gradients, not NaN (Colossal #5370)
     loss_sum = 0.0
     cats: dict[str, tuple[float, int]] = {}
-    for mb in micro_batches:
+    for k, mb in enumerate(micro_batches):
         if neft is not None:
             neft.lengths = mb.real_lengths
         mbd = mb.to(device)
-        with autocast():
-            logits = model(**model_inputs(mbd)).logits
-        nll = token_nll(logits, mbd.labels)
-        loss = nll.sum() / denom
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+        with no_sync(model, last=k == len(micro_batches) - 1):
+            with autocast():
+                logits = model(**model_inputs(mbd)).logits
+            nll = token_nll(logits, mbd.labels)
+            loss = nll.sum() / denom * world  # x W is exact for W a power of two
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         loss_sum += float(nll.detach().sum())
         for c, (s, n) in category_sums(nll, mb).items():
             s0, n0 = cats.get(c, (0.0, 0))
             cats[c] = (s0 + s, n0 + n)
+    if world > 1:  # the logged loss is the global step's, identical on every rank
+        parts = gather_objects((loss_sum, cats))
+        loss_sum, cats = 0.0, {}
+        for part_sum, part_cats in parts:
+            loss_sum += part_sum
+            for c, (s, n) in part_cats.items():
+                s0, n0 = cats.get(c, (0.0, 0))
+                cats[c] = (s0 + s, n0 + n)
     return loss_sum / denom, total, cats
 
 
@@ -81,10 +112,12 @@ class Trainer:
         self.recipe, self.model, self.tokenizer = recipe, model, tokenizer
         self.device, self.pad_id, self.max_length = device, pad_id, max_length
         self.out = Path(recipe.out)
+        self.rank, self.world = rank(), world_size()
+        self.main = self.rank == 0
         self.datasets: dict[str, PreparedDataset] = {}
         # Plan every stage up front: a bad budget in stage 3 fails before stage 1 trains.
         self.plans = [
-            plan_stage(recipe, i, self.datasets, max_length, where)
+            plan_stage(recipe, i, self.datasets, max_length, where, self.world)
             for i in range(len(recipe.stages))
         ]
         for ds in self.datasets.values():
@@ -112,14 +145,22 @@ class Trainer:
             "global_step": self.global_step,
             "tokens_seen": self.tokens_seen,
             "sampler": plan.sampler.state_dict(),
+            "world_size": self.world,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.world:
+            raise UserError(
+                f"cannot resume: the checkpoint was written by {saved_world} process(es), this "
+                f"run has {self.world}; the global batch and the per-rank RNG streams would "
+                f"change. Resume with the same number of processes ({saved_world})"
+            )
         self.stage, self.stage_step = state["stage"], state["stage_step"]
         self.global_step, self.tokens_seen = state["global_step"], state["tokens_seen"]
 
     def _micro_batches(self, plan: StagePlan) -> list[MicroBatch]:
-        rows = [r for r, _ in plan.sampler.next_step_rows()]
+        rows = [r for r, _ in plan.sampler.next_step_rows(self.rank, self.world)]
         mbs = plan.stage.micro_batch_size
         return [
             collate(rows[i : i + mbs], self.pad_id, self.packed, self.mask_dtype)
@@ -137,11 +178,12 @@ class Trainer:
                 # weights with a fresh optimizer, as it would have without the interruption.
                 assert resume is not None
                 ckpt.load_model_weights(self.model, resume)
-                ckpt.set_rng_state(torch.load(resume / "rng.pt", weights_only=True))
+                ckpt.load_rng_state(resume)
                 self.stage, self.stage_step, resume = self.stage + 1, 0, None
-        metrics = MetricsLogger(
-            self.out, recipe.tensorboard, self.global_step if resumed_state is not None else None
-        )
+        resume_step = self.global_step if resumed_state is not None else None
+        metrics: MetricsLogger | NoMetrics = NoMetrics()
+        if self.main:  # one writer: rank 0
+            metrics = MetricsLogger(self.out, recipe.tensorboard, resume_step)
         summary: dict[str, Any] = {"stages": []}
         try:
             for i in range(self.stage, len(self.plans)):
@@ -166,6 +208,9 @@ class Trainer:
         if stage.neft_alpha:
             neft = NeftHook(self.model.get_input_embeddings(), stage.neft_alpha)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # DDP over this stage's trainable parameters (identity with one process); self.model
+        # stays the unwrapped model for clipping, eval, checkpoints and export.
+        wrapped = data_parallel(self.model, self.device)
         log.info(
             "stage %d/%d %r: %d steps (%d warm-up), ~%s tokens per step, %d bucket(s)",
             plan.index + 1, len(self.plans), stage.name, plan.total_steps, plan.warmup_steps,
@@ -173,7 +218,7 @@ class Trainer:
         )  # fmt: skip
         bar = tqdm(
             total=plan.total_steps, initial=self.stage_step, desc=stage.name, unit="step",
-            disable=not recipe.progress, dynamic_ncols=True,
+            disable=not recipe.progress or not self.main, dynamic_ncols=True,
         )  # fmt: skip
         meter = Throughput()
         kill_at = os.environ.get(_KILL_AT_STEP)
@@ -184,7 +229,7 @@ class Trainer:
             meter.start()
             micro = self._micro_batches(plan)
             loss, supervised, cats = accumulate(
-                self.model, micro, self.device, self.autocast, scaler, neft
+                wrapped, micro, self.device, self.autocast, scaler, neft
             )
             if scaler is not None:
                 scaler.unscale_(optimizer)
@@ -200,7 +245,7 @@ class Trainer:
             scheduler.step()
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-            tokens = sum(mb.num_tokens for mb in micro)
+            tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device)
             meter.stop(tokens)
             self.tokens_seen += tokens
             self.stage_step += 1
@@ -217,20 +262,21 @@ class Trainer:
             if every and self.global_step % every == 0 and self.stage_step < plan.total_steps:
                 self._save(plan, optimizer, scheduler, scaler)
                 saved_at = self.global_step
-            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0:
+            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0 and self.main:
                 metrics.write(self._eval_row(plan))
                 self.model.train()
         bar.close()
+        del wrapped  # drops DDP's gradient hooks before the next stage re-wraps
         if neft is not None:
             neft.remove()
         if stage.lora_rank:
             # Fold the adapters into the weights: the export is a plain HF model and the next
             # stage (LoRA or not) starts from the merged weights.
             self.model = self.model.merge_and_unload()
-        if recipe.eval.interval:
+        if recipe.eval.interval and self.main:
             metrics.write(self._eval_row(plan))
         export = None
-        if recipe.checkpoint.export_hf:
+        if recipe.checkpoint.export_hf and self.main:
             export = ckpt.export_hf(
                 self.model, self.tokenizer,
                 self.out / "export" / f"stage-{plan.index}-{stage.name}", to_dict(recipe),

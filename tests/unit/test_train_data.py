@@ -98,3 +98,19 @@ def test_tokenizer_hash_mismatch_is_an_error(data) -> None:
 def test_not_a_prepared_directory(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no manifest.json"):
         PreparedDataset(tmp_path)
+
+
+def test_data_parallel_shares_are_contiguous_and_disjoint(data) -> None:
+    # rank r of W takes the r-th contiguous share of each step's global rows, so the ranks'
+    # shares concatenated are exactly one process's step (the DDP oracle relies on it)
+    ds = PreparedDataset(data["two"])
+    one = StageSampler([ds], [1.0], seed=7, stage=0, rows_per_step=8)
+    ranks = [StageSampler([ds], [1.0], seed=7, stage=0, rows_per_step=8) for _ in range(2)]
+    for _ in range(one.steps_per_epoch + 2):  # across an epoch boundary
+        whole = [r.input_ids.tolist() for r, _ in one.next_step_rows()]
+        shares = [
+            [r.input_ids.tolist() for r, _ in s.next_step_rows(k, 2)] for k, s in enumerate(ranks)
+        ]
+        assert len(shares[0]) == len(shares[1]) == 4
+        assert shares[0] + shares[1] == whole
+        assert ranks[0].state_dict() == ranks[1].state_dict() == one.state_dict()

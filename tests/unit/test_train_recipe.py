@@ -122,5 +122,8 @@ def test_multi_process_plugins_are_refused_clearly(monkeypatch) -> None:
     with pytest.raises(UserError, match="zero2.*reserved"):
         check_layout("zero2")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match="WORLD_SIZE=2"):
-        check_layout("ddp")
+    check_layout("ddp")  # torchrun + DDP (tests/integration/test_train_ddp.py)
+    with pytest.raises(UserError, match="WORLD_SIZE=2.*set plugin: ddp"):
+        check_layout("none")
+    with pytest.raises(UserError, match="gemini.*reserved"):
+        check_layout("gemini")
