@@ -89,58 +89,22 @@ def main_bench() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         models: dict[str, Path] = {"llama2": LLAMA}
+        jieba = str(D / "corpus" / "zh" / "jieba_dict.txt")
+
+        def expand(name: str, *args: str) -> Path:
+            main(["tokenizer", "expand", "--source", str(LLAMA), "--merge-sp", str(CSP), *args,
+                  "--out", str(t / name)])  # fmt: skip
+            return t / name / "tokenizer.model"
+
         t0 = time.perf_counter()
-        main(
-            [
-                "tokenizer",
-                "expand",
-                "--source",
-                str(LLAMA),
-                "--merge-sp",
-                str(CSP),
-                "--no-keep-segmentation",
-                "--out",
-                str(t / "cn"),
-            ]
-        )
-        models["cn-llama-49953"] = t / "cn" / "tokenizer.model"
+        models["cn-llama-49953"] = expand("cn", "--no-keep-segmentation")
         models["colossal-jieba-69104"] = colossal_jieba(t / "colossal.model", 69104)
         t1 = time.perf_counter()
-        main(
-            [
-                "tokenizer",
-                "expand",
-                "--source",
-                str(LLAMA),
-                "--merge-sp",
-                str(CSP),
-                "--pieces",
-                str(D / "corpus" / "zh" / "jieba_dict.txt"),
-                "--target-size",
-                "69104",
-                "--out",
-                str(t / "lg"),
-            ]
-        )
+        models["langgraft-69104"] = expand("lg", "--pieces", jieba, "--target-size", "69104")
         t2 = time.perf_counter()
-        models["langgraft-69104"] = t / "lg" / "tokenizer.model"
-        main(
-            [
-                "tokenizer",
-                "expand",
-                "--source",
-                str(LLAMA),
-                "--merge-sp",
-                str(CSP),
-                "--learn-from",
-                str(D / "corpus" / "zh"),
-                "--target-size",
-                "69104",
-                "--out",
-                str(t / "learned"),
-            ]
+        models["langgraft-learned-69104"] = expand(
+            "learned", "--learn-from", str(D / "corpus" / "zh"), "--target-size", "69104"
         )
-        models["langgraft-learned-69104"] = t / "learned" / "tokenizer.model"
         rates: dict[tuple[str, str], float] = {}
         for name, path in models.items():
             sp = spm.SentencePieceProcessor(model_file=str(path))
