@@ -24,25 +24,14 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from train_helpers import prepared, tiny_model, write_recipe  # noqa: E402
+from train_helpers import two_languages, write_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(
-    not torch.distributed.is_available(), reason="torch.distributed unavailable"
-)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
-    t = tmp_path_factory.mktemp("train-ddp")
-    model = tiny_model(t / "model", tie=True)
-    return {
-        "t": t,
-        "model": model,
-        "zh": prepared(t / "zh", model, {"zh": 70}, num_bins=2, seed=1),
-        "en": prepared(t / "en", model, {"en": 40}, num_bins=1, seed=2),
-    }
+    return two_languages(tmp_path_factory.mktemp("train-ddp"))
 
 
 def recipe(setup: dict[str, Path], out: Path, accumulation_steps: int) -> Path:

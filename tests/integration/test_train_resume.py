@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from train_helpers import prepared, tiny_model, write_recipe  # noqa: E402
+from train_helpers import tiny_model, two_languages, write_recipe  # noqa: E402
 
 from langgraft.__main__ import main  # noqa: E402
 
@@ -26,14 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
-    t = tmp_path_factory.mktemp("train-e2e")
-    model = tiny_model(t / "model", tie=True)
-    return {
-        "t": t,
-        "model": model,
-        "zh": prepared(t / "zh", model, {"zh": 70}, num_bins=2, seed=1),
-        "en": prepared(t / "en", model, {"en": 40}, num_bins=1, seed=2),
-    }
+    return two_languages(tmp_path_factory.mktemp("train-e2e"))
 
 
 def recipe(setup: dict[str, Path], out: Path, **extra) -> Path:

@@ -72,6 +72,17 @@ def prepared(
     return out
 
 
+def two_languages(t: Path) -> dict[str, Path]:
+    """A tied tiny model with a two-bucket "zh" dataset and a one-bucket "en" dataset."""
+    model = tiny_model(t / "model", tie=True)
+    return {
+        "t": t,
+        "model": model,
+        "zh": prepared(t / "zh", model, {"zh": 70}, num_bins=2, seed=1),
+        "en": prepared(t / "en", model, {"en": 40}, num_bins=1, seed=2),
+    }
+
+
 def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
