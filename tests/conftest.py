@@ -20,3 +20,15 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def llama2_model(shared_data: Path) -> Path:
     return shared_data / "tokenizers" / "llama2" / "tokenizer.model"
+
+
+@pytest.fixture(scope="session")
+def stories(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real stories260K imported once per session (read-only: copy it before changing it)."""
+    from langgraft.model.llama2c import import_llama2c
+
+    d = shared_data / "models" / "stories260K"
+    out = tmp_path_factory.mktemp("stories") / "stories260K"
+    out.mkdir()
+    import_llama2c(d / "stories260K.bin", d / "tok512.model", out)
+    return out

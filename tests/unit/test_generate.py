@@ -23,18 +23,8 @@ from langgraft.generate import (
     read_prompts,
 )
 from langgraft.model.expand import ExpandConfig, expand_model
-from langgraft.model.llama2c import import_llama2c
 from langgraft.tokenizer.hf import load_tokenizer, write_hf_tokenizer
 from langgraft.tokenizer.spmodel import NORMAL, load_proto
-
-
-@pytest.fixture(scope="module")
-def stories(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = shared_data / "models" / "stories260K"
-    out = tmp_path_factory.mktemp("gen") / "stories260K"
-    out.mkdir()
-    import_llama2c(d / "stories260K.bin", d / "tok512.model", out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,17 +13,14 @@ import pytest
 from langgraft.__main__ import main
 from langgraft.chat import ChatSession, repl
 from langgraft.generate import GenerateOptions, SamplingOptions, load_model
-from langgraft.model.llama2c import import_llama2c
 from langgraft.model.meta import write_meta
 from langgraft.templates import find_template_name, get_template
 
 
 @pytest.fixture(scope="module")
-def stories(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = shared_data / "models" / "stories260K"
+def stories(stories: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("chat") / "stories260K"
-    out.mkdir()
-    import_llama2c(d / "stories260K.bin", d / "tok512.model", out)
+    shutil.copytree(stories, out)
     write_meta(out, {"chat_template": "llama2"})
     return out
 

@@ -13,7 +13,6 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from langgraft.__main__ import main
-from langgraft.model.llama2c import import_llama2c
 from langgraft.tokenizer.hf import load_tokenizer, write_hf_tokenizer
 from langgraft.tokenizer.spmodel import NORMAL, load_proto
 
@@ -27,15 +26,6 @@ def append_pieces(proto, pieces: list[str]):  # noqa: ANN001, ANN201
         new = proto.pieces.add()
         new.piece, new.score, new.type = text, low - 1 - k, NORMAL
     return proto
-
-
-@pytest.fixture(scope="module")
-def stories(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = shared_data / "models" / "stories260K"
-    out = tmp_path_factory.mktemp("src") / "stories260K"
-    out.mkdir()
-    import_llama2c(d / "stories260K.bin", d / "tok512.model", out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from langgraft.errors import UserError
 from langgraft.model.llama2c import (
     HEADER,
     Llama2cHeader,
-    import_llama2c,
     read_header,
     rotary_pairs_to_halves,
 )
@@ -100,14 +99,6 @@ def write_synthetic(path: Path, dim: int, hidden: int, n_layers: int, n_heads: i
             )
         )
         f.write(floats.tobytes())
-
-
-@pytest.fixture(scope="module")
-def stories(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = shared_data / "models" / "stories260K"
-    out = tmp_path_factory.mktemp("stories260K")
-    import_llama2c(d / "stories260K.bin", d / "tok512.model", out)
-    return out
 
 
 def test_header_of_real_checkpoint(shared_data: Path) -> None:
