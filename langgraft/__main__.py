@@ -51,11 +51,54 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"langgraft {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _fail(args, str(e), e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = environment_error(e)
+        if message is None:
+            raise
+        if args.verbose:
+            logging.exception("details")
+        return _fail(args, message, UserError.exit_code)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    # One line, whatever the message holds (a path with a newline, a multi-line library error).
+    line = " ".join(message.split("\n"))
+    print(f"langgraft {args.command}: error: {line}", file=sys.stderr)
+    return code
+
+
+def environment_error(e: BaseException) -> str | None:
+    """A one-line message for failures caused by the machine or the input rather than by
+    langgraft (a full or read-only disk, an unreadable file); None for anything else, which stays
+    a traceback because it is a bug to report."""
+    import errno
+    import pickle
+
+    if isinstance(e, OSError) and e.errno is not None:
+        where = e.filename if e.filename is not None else "?"
+        hint = {
+            errno.ENOSPC: "; free some space or write elsewhere",
+            errno.EROFS: "; the filesystem is read-only, write elsewhere",
+            errno.EACCES: "; check the permissions",
+            errno.EDQUOT: "; the disk quota is exhausted",
+        }.get(e.errno, "")
+        return f"{where}: {e.strerror or e}{hint}"
+    if isinstance(e, UnicodeDecodeError):
+        return (
+            f"an input is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+            "convert it to UTF-8"
+        )
+    if isinstance(e, UnicodeEncodeError):
+        return f"an input holds text that is not valid Unicode ({e.reason}: {e.object[e.start]!r})"
+    if isinstance(e, RecursionError):
+        return "an input is nested too deeply (JSON arrays or objects inside each other)"
+    if isinstance(e, pickle.UnpicklingError):
+        return f"refusing to unpickle a file that holds more than tensors ({str(e)[:200]})"
+    return None
 
 
 if __name__ == "__main__":

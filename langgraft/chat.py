@@ -23,7 +23,14 @@ from typing import Any, TextIO
 
 from langgraft.config import add_dataclass_args, from_namespace
 from langgraft.errors import UserError
-from langgraft.generate import ModelOptions, SamplingOptions, TextStream, generate_ids
+from langgraft.generate import (
+    ModelOptions,
+    SamplingOptions,
+    TextStream,
+    check_sampling,
+    check_text,
+    generate_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +123,15 @@ def repl(session: ChatSession, lines: Iterable[str], out: TextIO, err: TextIO, t
         err.write(text + "\n")
         err.flush()
 
-    for raw in lines:
+    for n, raw in enumerate(lines, 1):
         line = raw.rstrip("\n")
+        try:
+            check_text(line, f"input line {n}")
+        except UserError as e:
+            if not tty:
+                raise
+            notice(f"[{e}]")
+            continue
         cmd, _, rest = line.strip().partition(" ")
         if cmd == "/exit":
             break
@@ -134,6 +148,20 @@ def repl(session: ChatSession, lines: Iterable[str], out: TextIO, err: TextIO, t
             write("\n")
 
 
+def stdin_lines(stream: Any) -> Iterable[str]:
+    """Lines of piped input, decoded strictly: bad bytes are an error naming the line."""
+    for n, raw in enumerate(stream, 1):
+        if isinstance(raw, str):  # a text stream (already decoded)
+            yield raw
+            continue
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"stdin:{n}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
+            ) from None
+
+
 def terminal_lines(prompt: str = "you> ") -> Iterable[str]:
     while True:
         try:
@@ -147,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
     from langgraft.templates import TEMPLATE_NAMES, find_template_name, get_template
 
     opts = from_namespace(ChatOptions, args)
+    check_sampling(opts)
+    if opts.system is not None:
+        check_text(opts.system, "--system")
     name = opts.template or find_template_name(opts.model, opts.dataset)
     if name is None:
         raise UserError(
@@ -159,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     tty = sys.stdin.isatty()
     if tty:
         print(f"chat template {name}; /clear, /system TEXT, /exit", file=sys.stderr)
-    repl(session, terminal_lines() if tty else sys.stdin, sys.stdout, sys.stderr, tty)
+    lines = terminal_lines() if tty else stdin_lines(getattr(sys.stdin, "buffer", sys.stdin))
+    repl(session, lines, sys.stdout, sys.stderr, tty)
     return 0
 
 

@@ -1,45 +1,245 @@
-"""Filesystem helpers: atomic output directories and hashing."""
+"""Filesystem helpers: the one output contract every command uses, and hashing.
+
+The contract (`atomic_output_dir`, `atomic_output_file`): nothing a user owns is destroyed.
+- An output that is, contains or lies inside an input is refused (even with --overwrite).
+- Without --overwrite an existing output is refused (an empty directory is reused).
+- With --overwrite only a directory that langgraft wrote (it holds `.langgraft-output`) is
+  replaced; a plain file, a symlink or any other directory is refused.
+- The work happens in a scratch directory beside the output, which appears by rename only when
+  the work succeeded; any failure removes the scratch directory.
+- A lock file beside the output (`.NAME.lock`, holding the pid) is held for the whole run, and
+  the final rename re-checks what is there, so two runs into one output cannot both "succeed".
+- Directories are created with the permissions the umask allows (not mkdtemp's 0700).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
+import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from langgraft.errors import UserError
 
+MARKER = ".langgraft-output"
+"""Written into every output directory; --overwrite replaces only directories that hold it."""
+
+PathLike = str | os.PathLike
+
+
+def _absolute(path: PathLike) -> Path:
+    # abspath, not resolve: `--out .` must become the directory's own name in its parent, and a
+    # symlink at --out must stay visible as one.
+    return Path(os.path.abspath(path))
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_not_an_input(out: PathLike, inputs: Iterable[PathLike | None]) -> None:
+    """Refuse an output that is, contains or lies inside one of the inputs."""
+    target = Path(os.path.realpath(out))
+    for given in inputs:
+        if given is None or str(given) == "":
+            continue
+        src = Path(os.path.realpath(given))
+        if _within(target, src) or _within(src, target):
+            how = "is" if target == src else ("contains" if _within(src, target) else "is inside")
+            raise UserError(
+                f"{out}: the output {how} the input {given}; writing there could destroy the "
+                "input, choose another --out"
+            )
+
+
+def check_output(
+    out: PathLike, overwrite: bool, inputs: Iterable[PathLike | None] = (), kind: str = "dir"
+) -> None:
+    """The checks `atomic_output_dir`/`_file` make first, for a command to run before slow work."""
+    check_not_an_input(_absolute(out), inputs)
+    _check_replaceable(_absolute(out), overwrite, kind)
+
+
+def _check_replaceable(out: Path, overwrite: bool, kind: str) -> None:
+    """Raise unless `out` may be (re)placed: absent, an empty directory, or with --overwrite a
+    langgraft output of this kind (a directory holding MARKER, or for files a regular file)."""
+    if out.is_symlink():
+        raise UserError(f"{out}: the output path is a symbolic link; give the real path")
+    if not out.exists():
+        return
+    if kind == "dir":
+        if out.is_dir() and not any(out.iterdir()):
+            return
+        if not overwrite:
+            raise UserError(f"{out}: output path already exists (pass --overwrite to replace it)")
+        if not out.is_dir():
+            raise UserError(
+                f"{out}: is a file, not a langgraft output directory; --overwrite replaces only "
+                "directories that langgraft wrote, remove it yourself or choose another --out"
+            )
+        if not (out / MARKER).is_file():
+            raise UserError(
+                f"{out}: this directory was not written by langgraft (no {MARKER} in it); "
+                "--overwrite replaces only langgraft outputs, remove it yourself or choose "
+                "another --out"
+            )
+    else:
+        if out.is_dir():
+            raise UserError(f"{out}: is a directory; the output must be a file path")
+        if not overwrite:
+            raise UserError(f"{out}: output file already exists (pass --overwrite to replace it)")
+        if not out.is_file():
+            raise UserError(f"{out}: not a regular file; refusing to replace it")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
-def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def output_lock(out: Path) -> Iterator[Path]:
+    """Hold `.NAME.lock` beside `out` (fcntl, non-blocking) for the duration; the file holds the
+    holder's pid, so a refused run can say who is writing."""
+    lock = out.with_name(f".{out.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise UserError(
+                f"{out}: another langgraft run (pid {holder or '?'}) is writing this output; "
+                f"wait for it to finish (lock file {lock})"
+            ) from None
+        # The previous holder may have removed the file between our open and our lock: retry on
+        # the file that is there now, or two runs would hold locks on different inodes.
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
+def _remove_stale_scratch(out: Path) -> None:
+    """Scratch entries of runs that died without cleaning up (SIGKILL, power loss). Only called
+    while holding the lock, so no live run owns them."""
+    for p in out.parent.glob(f".{out.name}.tmp-*"):
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    for p in out.parent.glob(f".{out.name}.old-*"):
+        if not (p.is_dir() and (p / MARKER).is_file()):
+            continue
+        if out.exists() or out.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:  # died between moving the old output aside and publishing the new one
+            p.rename(out)
+
+
+def _write_marker(directory: Path) -> None:
+    record = {"written_by": "langgraft", "pid": os.getpid(), "argv": sys.argv[1:]}
+    (directory / MARKER).write_text(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_output_dir(
+    out: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()
+) -> Iterator[Path]:
     """Yield a scratch directory beside `out`; rename it to `out` only if the block succeeds.
 
     A failure (or Ctrl-C) leaves nothing at `out`: no half-written tokenizer or model that a later
-    stage could load by mistake.
+    stage could load by mistake. See the module docstring for what is refused.
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        else:
-            raise UserError(f"{out}: output path already exists (pass --overwrite to replace it)")
+    given = out
+    out = _absolute(out)
+    check_not_an_input(out, inputs)
+    _check_replaceable(out, overwrite, "dir")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
+    with output_lock(out):
+        _remove_stale_scratch(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())
+            _write_marker(tmp)
+            yield tmp
+            _publish_dir(tmp, out, overwrite, given)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish_dir(tmp: Path, out: Path, overwrite: bool, given: PathLike) -> None:
+    # Re-check: something may have appeared at `out` while we worked (a run that did not take
+    # the lock, a user). rename() then refuses a non-empty directory and a file by itself.
+    _check_replaceable(out, overwrite, "dir")
+    if out.is_dir() and any(out.iterdir()):
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         out.rename(old)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            old.rename(out)
+            raise
         shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    try:
         tmp.rename(out)
+    except OSError as e:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise UserError(
+                f"{given}: something was written there while this run worked; nothing replaced"
+            ) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_output_file(
+    out: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()
+) -> Iterator[Path]:
+    """Yield a scratch file path beside `out`; it replaces `out` only if the block succeeds.
+
+    Killed mid-run, the old `out` is intact. Refuses to replace without --overwrite, refuses a
+    directory, and refuses an output that is or lies inside an input.
+    """
+    given = out
+    out = _absolute(out)
+    check_not_an_input(out, inputs)
+    _check_replaceable(out, overwrite, "file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        _remove_stale_scratch(out)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())
+            yield tmp
+            _check_replaceable(out, overwrite, "file")
+            if out.exists() and not overwrite:  # pragma: no cover - caught just above
+                raise UserError(f"{given}: appeared while this run worked; nothing replaced")
+            os.replace(tmp, out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -48,3 +248,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def load_tensors(path: str | Path, **kwargs) -> object:
+    """torch.load that unpickles nothing but tensors and plain containers, and says so clearly
+    when a file holds more (a pickle that could run code)."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path}: refusing to unpickle {path}: it holds more than tensors (only "
+            f"weights_only loading is allowed; {first[:200]})"
+        ) from None

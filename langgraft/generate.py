@@ -14,6 +14,7 @@ Rows of a vocabulary padded to a multiple (ids >= len(tokenizer)) are never samp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 from langgraft.config import add_dataclass_args, from_namespace, to_dict
 from langgraft.errors import UserError
+from langgraft.fsutil import atomic_output_file, check_output
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,10 @@ class GenerateOptions(SamplingOptions, ModelOptions):
     batch_size: int = 8
     """Prompts generated together (left-padded)."""
     out: Path | None = None
-    """Write jsonl records here (default: stream one prompt's text, or jsonl to stdout)."""
+    """Write jsonl records here (default: stream one prompt's text, or jsonl to stdout); the file
+    appears when generation is complete."""
+    overwrite: bool = False
+    """Replace an existing --out file."""
 
 
 @dataclass
@@ -91,11 +96,11 @@ def load_model(opts: ModelOptions) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from langgraft.model.checks import check_model_dir
     from langgraft.tokenizer.hf import load_tokenizer
 
     path = Path(opts.model)
-    if not (path / "config.json").is_file():
-        raise UserError(f"{path}: not a model directory (no config.json)")
+    check_model_dir(path, opts.trust_remote_code)
     if opts.device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     else:
@@ -257,13 +262,53 @@ def generate_ids(
     return results
 
 
+def check_sampling(s: SamplingOptions) -> None:
+    """Refuse settings transformers would reject mid-run (or silently reinterpret)."""
+    if s.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens {s.max_new_tokens}: must be >= 1")
+    if s.greedy:
+        return
+    if not s.temperature > 0:  # also NaN
+        raise UserError(
+            f"--temperature {s.temperature}: must be > 0 when sampling; for the most likely "
+            "token every time use --greedy"
+        )
+    if not 0 < s.top_p <= 1:
+        raise UserError(f"--top-p {s.top_p}: must be in (0, 1]")
+    if s.top_k < 0:
+        raise UserError(f"--top-k {s.top_k}: must be >= 0 (0 = no limit)")
+    if not s.repetition_penalty > 0:
+        raise UserError(f"--repetition-penalty {s.repetition_penalty}: must be > 0")
+
+
+def check_text(text: str, where: str) -> str:
+    """Refuse a string that is not Unicode text: a lone UTF-16 surrogate (from a JSON escape such
+    as "\\ud800" or a terminal's undecodable bytes) cannot be tokenized."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start]
+        hint = "undecodable input byte" if 0xDC80 <= ord(bad) <= 0xDCFF else "lone surrogate"
+        raise UserError(
+            f"{where}: not valid Unicode text ({hint} {bad!r} at character {e.start + 1}); "
+            "give UTF-8 text"
+        ) from None
+    return text
+
+
 def read_prompts(opts: GenerateOptions) -> list[str]:
-    prompts = list(opts.prompt)
+    prompts = [check_text(p, f"--prompt {i + 1}") for i, p in enumerate(opts.prompt)]
     path = opts.prompts_file
     if path is not None:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such prompts file")
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            line = e.object[: e.start].count(b"\n") + 1
+            raise UserError(
+                f"{path}:{line}: not valid UTF-8 (byte {e.object[e.start]:#04x})"
+            ) from None
         for n, line in enumerate(lines, 1):
             if str(path).endswith(".jsonl"):
                 if not line.strip():
@@ -272,10 +317,12 @@ def read_prompts(opts: GenerateOptions) -> list[str]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+                except RecursionError:
+                    raise UserError(f"{path}:{n}: JSON nested too deeply") from None
                 text = obj.get("prompt") if isinstance(obj, dict) else obj
                 if not isinstance(text, str):
                     raise UserError(f'{path}:{n}: expected {{"prompt": "..."}} or a JSON string')
-                prompts.append(text)
+                prompts.append(check_text(text, f"{path}:{n}"))
             elif line.strip():
                 prompts.append(line)
     if not prompts:
@@ -291,12 +338,14 @@ def encode_prompt(tokenizer: Any, text: str, template: Any) -> list[int]:
 
 def generate(opts: GenerateOptions, write: Callable[[str], None]) -> list[Completion]:
     """Generate for every prompt; stream one prompt's text, else write jsonl (to --out or `write`)."""
-    from tqdm import tqdm
-
     from langgraft.templates import get_template
 
-    if opts.batch_size < 1 or opts.max_new_tokens < 1:
-        raise UserError("--batch-size and --max-new-tokens must be >= 1")
+    if opts.batch_size < 1:
+        raise UserError(f"--batch-size {opts.batch_size}: must be >= 1")
+    check_sampling(opts)
+    inputs = [opts.model, opts.prompts_file]
+    if opts.out is not None:  # before the model loads: a refused --out costs nothing
+        check_output(opts.out, opts.overwrite, inputs, "file")
     prompts = read_prompts(opts)
     template = get_template(opts.template) if opts.template else None
     model, tok = load_model(opts)
@@ -306,32 +355,50 @@ def generate(opts: GenerateOptions, write: Callable[[str], None]) -> list[Comple
         stop_ids = [*template.stop_token_ids(tok), *stop_ids]
     encoded = [encode_prompt(tok, p, template) for p in prompts]
     settings = {
-        k: v for k, v in to_dict(opts).items() if k not in ("prompt", "prompts_file", "out")
+        k: v
+        for k, v in to_dict(opts).items()
+        if k not in ("prompt", "prompts_file", "out", "overwrite")
     }
+    with contextlib.ExitStack() as stack:
+        sink = None
+        if opts.out is not None:
+            tmp = stack.enter_context(atomic_output_file(opts.out, opts.overwrite, inputs))
+            sink = stack.enter_context(open(tmp, "w", encoding="utf-8"))
+        return _generate_all(opts, model, tok, prompts, encoded, stop_ids, settings, sink, write)
+
+
+def _generate_all(
+    opts: GenerateOptions,
+    model: Any,
+    tok: Any,
+    prompts: list[str],
+    encoded: list[list[int]],
+    stop_ids: list[int],
+    settings: dict[str, Any],
+    sink: Any,
+    write: Callable[[str], None],
+) -> list[Completion]:
+    from tqdm import tqdm
+
     stream = len(prompts) == 1
-    sink = open(opts.out, "w", encoding="utf-8") if opts.out else None  # noqa: SIM115
     results: list[Completion] = []
-    try:
-        batches = range(0, len(prompts), opts.batch_size)
-        for start in tqdm(batches, desc="generate", unit="batch", disable=stream or None):
-            chunk = encoded[start : start + opts.batch_size]
-            streamer = TextStream(tok, write, stop_ids) if stream else None
-            for i, (new, reason) in enumerate(
-                generate_ids(model, tok, chunk, opts, stop_ids, streamer)
-            ):
-                text = completion_text(tok, chunk[i], new)
-                c = Completion(prompts[start + i], text, len(chunk[i]), len(new), reason, new)
-                results.append(c)
-                record = json.dumps({**vars(c), "settings": settings}, ensure_ascii=False) + "\n"
-                if sink is not None:
-                    sink.write(record)
-                elif not stream:
-                    write(record)
-        if stream:
-            write("\n")
-    finally:
-        if sink is not None:
-            sink.close()
+    batches = range(0, len(prompts), opts.batch_size)
+    for start in tqdm(batches, desc="generate", unit="batch", disable=stream or None):
+        chunk = encoded[start : start + opts.batch_size]
+        streamer = TextStream(tok, write, stop_ids) if stream else None
+        for i, (new, reason) in enumerate(
+            generate_ids(model, tok, chunk, opts, stop_ids, streamer)
+        ):
+            text = completion_text(tok, chunk[i], new)
+            c = Completion(prompts[start + i], text, len(chunk[i]), len(new), reason, new)
+            results.append(c)
+            record = json.dumps({**vars(c), "settings": settings}, ensure_ascii=False) + "\n"
+            if sink is not None:
+                sink.write(record)
+            elif not stream:
+                write(record)
+    if stream:
+        write("\n")
     return results
 
 

@@ -34,9 +34,19 @@ def json_documents(path: str | Path) -> Iterator[str]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not a UTF-8 JSON file ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply") from None
     records = data if isinstance(data, list) else [data]
-    for record in records:
-        text = "\n".join(_strings(record))
+    for i, record in enumerate(records):
+        try:
+            text = "\n".join(_strings(record))
+            text.encode("utf-8")
+        except RecursionError:
+            raise UserError(f"{path}: record {i + 1}: JSON nested too deeply") from None
+        except UnicodeEncodeError as e:
+            raise UserError(
+                f"{path}: record {i + 1}: lone surrogate {text[e.start]!r} is not valid Unicode text"
+            ) from None
         if text:
             yield text
 

@@ -277,7 +277,9 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
             "stop_token_ids": encoder.template.stop_token_ids(encoder.tokenizer),
         }
     acc = Accounting()
-    with atomic_output_dir(cfg.out, cfg.overwrite) as out:
+    with atomic_output_dir(
+        cfg.out, cfg.overwrite, inputs=[f.path for f in files] + [cfg.tokenizer]
+    ) as out:
         scratch = out / ".scratch"
         packing = _Packing(scratch, cfg)
         try:

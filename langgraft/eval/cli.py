@@ -79,12 +79,14 @@ def load_model(args: ModelArgs) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from langgraft.model.checks import check_model_dir
     from langgraft.tokenizer import load_tokenizer
 
     if args.model is None:
         raise UserError("--model is required")
     if not (args.model / "config.json").is_file():
         raise UserError(f"{args.model}: no config.json; --model must be a HF model directory")
+    check_model_dir(args.model, args.trust_remote_code)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -126,7 +128,7 @@ def run_mc(args: argparse.Namespace) -> int:
     )
     model, tokenizer = load_model(cfg)
     opts = McOptions(**{k: getattr(cfg, k) for k in McOptions.__dataclass_fields__})
-    with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, cfg.overwrite, [cfg.model, cfg.tokenizer, cfg.data]) as tmp:
         from langgraft.eval.mc import evaluate_mc
 
         result = evaluate_mc(model, tokenizer, task, opts)
@@ -161,7 +163,7 @@ def run_text(args: argparse.Namespace) -> int:
         for p, docs in corpora.items()
     ]
     table = markdown(results, str(cfg.model))
-    with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, cfg.overwrite, [cfg.model, cfg.tokenizer, *cfg.data]) as tmp:
         payload = {"model": cfg.model.name, "corpora": [r.to_dict() for r in results]}
         (tmp / "text_results.json").write_text(
             json.dumps(payload, indent=2, ensure_ascii=False) + "\n"

@@ -28,7 +28,7 @@ def run_import(args: argparse.Namespace) -> int:
     from langgraft.model.llama2c import import_llama2c
 
     cfg = from_namespace(ImportLlama2cConfig, args)
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.checkpoint, cfg.tokenizer]) as tmp:
         meta = import_llama2c(cfg.checkpoint, cfg.tokenizer, tmp)
     h = meta["header"]
     print(

@@ -102,6 +102,7 @@ def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, Any] | None]:
 
 def plan_expansion(cfg: ExpandConfig) -> ExpandPlan:
     """Validate the inputs (files, tokenizer superset, tokenizer/model agreement)."""
+    from langgraft.model.checks import check_model_dir, check_tokenizer_json
     from langgraft.model.meta import read_meta
     from langgraft.model.safetensors_io import read_header
     from langgraft.tokenizer.spmodel import load_proto
@@ -114,8 +115,8 @@ def plan_expansion(cfg: ExpandConfig) -> ExpandPlan:
         raise UserError(f"{model_dir}: no config.json; pass a Hugging Face model directory")
     if cfg.pad_to_multiple_of < 1:
         raise UserError(f"--pad-to-multiple-of must be >= 1, got {cfg.pad_to_multiple_of}")
-    config = json.loads(config_path.read_text())
     files, index = _weight_files(model_dir)
+    config = check_model_dir(model_dir)
     if not (model_dir / "tokenizer.model").is_file():
         raise UserError(
             f"{model_dir}: no tokenizer.model; the source tokenizer must be the SentencePiece model "
@@ -158,6 +159,8 @@ def plan_expansion(cfg: ExpandConfig) -> ExpandPlan:
                 f"has {a.piece!r} (type {a.type}) there; the target must extend the source "
                 "tokenizer (same pieces at the same ids, new pieces appended)"
             )
+    if Path(cfg.tokenizer).is_dir() and (Path(cfg.tokenizer) / "tokenizer.json").is_file():
+        check_tokenizer_json(Path(cfg.tokenizer) / "tokenizer.json", n_tgt)  # it is copied as is
     m = cfg.pad_to_multiple_of
     new_vocab = -(-n_tgt // m) * m
     return ExpandPlan(
@@ -342,7 +345,7 @@ def expand_model(cfg: ExpandConfig) -> dict[str, Any]:
             sum(map(len, sub_ids)) / max(len(sub_ids), 1), 3
         )
 
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.model, cfg.tokenizer]) as tmp:
         total = _write_weights(plan, tmp, sub_ids)
         if plan.index is not None:
             index = {

@@ -88,12 +88,30 @@ def read_header(path: str | Path) -> tuple[list[TensorInfo], dict[str, str], int
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserError(f"{path}: not a safetensors file (bad header)") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path}: not a safetensors file (header is not a JSON object)")
     meta = header.pop("__metadata__", None) or {}
-    infos = [
-        TensorInfo(k, v["dtype"], tuple(v["shape"]), *v["data_offsets"]) for k, v in header.items()
-    ]
+    infos = [_tensor_info(path, k, v) for k, v in header.items()]
     infos.sort(key=lambda t: t.begin)
+    data = path.stat().st_size - 8 - n
+    end = max((t.end for t in infos), default=0)
+    if end > data:
+        raise UserError(
+            f"{path}: truncated safetensors file ({data:,} bytes of tensor data, the header "
+            f"needs {end:,})"
+        )
     return infos, meta, 8 + n
+
+
+def _tensor_info(path: Path, name: str, v: Any) -> TensorInfo:
+    try:
+        info = TensorInfo(name, v["dtype"], tuple(int(s) for s in v["shape"]), *v["data_offsets"])
+        ok = info.dtype in ITEMSIZE and info.end - info.begin == info.nbytes and info.begin >= 0
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(f"{path}: not a safetensors file (bad header entry for {name!r})")
+    return info
 
 
 def read_tensor(f: Any, data_start: int, info: TensorInfo) -> Any:

@@ -355,7 +355,8 @@ def expand(cfg: ExpandConfig) -> dict:
             "target_size": cfg.target_size,
         },
     }
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+    inputs = [cfg.source, *cfg.pieces, *cfg.merge_sp, *cfg.learn_from, *cfg.check_corpus]
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=inputs) as tmp:
         write_hf_tokenizer(proto, tmp)
         write_record(tmp / "expansion.json", summary, exp.result)
     return summary

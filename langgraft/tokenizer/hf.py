@@ -161,7 +161,12 @@ def load_tokenizer(src: str | Path) -> Any:
 
     p = Path(src)
     if p.is_dir() and (p / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+        try:
+            return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+        except Exception as e:  # tokenizers raises a bare Exception for a corrupt tokenizer.json
+            from langgraft.model.checks import tokenizer_load_error
+
+            raise tokenizer_load_error(p, e) from None
     proto = load_proto(p)
     ts = proto.trainer_spec
     tok = PreTrainedTokenizerFast(

@@ -33,7 +33,9 @@ class ReportConfig:
     names: list[str] = field(default_factory=list)
     """Display names for the tokenizers (default: file or directory names)."""
     out: Path | None = None
-    """Also write report.csv, report.json and report.png into this directory."""
+    """Also write report.csv, report.json and report.png into this directory (atomically)."""
+    overwrite: bool = False
+    """Replace an existing --out directory (only one that langgraft wrote)."""
     max_samples: int | None = None
     """Read at most this many samples per corpus (default: all)."""
     batch_size: int = 1024
@@ -155,7 +157,12 @@ def write_outputs(rows: list[dict], out: Path) -> None:
 
 
 def report(cfg: ReportConfig) -> str:
+    from langgraft.fsutil import atomic_output_dir, check_output
+
+    if cfg.out is not None:
+        check_output(cfg.out, cfg.overwrite, [*cfg.tokenizer, *cfg.corpus])
     rows = compute(cfg)
     if cfg.out is not None:
-        write_outputs(rows, Path(cfg.out))
+        with atomic_output_dir(cfg.out, cfg.overwrite, [*cfg.tokenizer, *cfg.corpus]) as tmp:
+            write_outputs(rows, tmp)
     return to_markdown(rows)

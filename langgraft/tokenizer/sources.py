@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ def _open_text(path: Path) -> Iterator[tuple[int, str]]:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected a file") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise UserError(f"{path}: not a valid gzip file ({e or 'truncated'})") from None
 
 
 def looks_like_freq_list(path: Path) -> bool:
@@ -77,9 +80,32 @@ def looks_like_freq_list(path: Path) -> bool:
 
 def _json_line(path: Path, n: int, line: str) -> Any:
     try:
-        return json.loads(line)
+        row = json.loads(line)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise UserError(f"{path}:{n}: JSON nested too deeply") from None
+    if "\\u" in line:  # only an escape can produce a lone surrogate
+        check_unicode(row, f"{path}:{n}")
+    return row
+
+
+def check_unicode(value: Any, where: str) -> None:
+    """Refuse strings with a lone UTF-16 surrogate (JSON allows "\\ud800"; no tokenizer does)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise UserError(
+                    f"{where}: lone surrogate {v[e.start]!r} is not valid Unicode text"
+                ) from None
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
 
 
 def read_piece_file(path: Path, top: int | None = None) -> list[Candidate]:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from langgraft.errors import UserError
+from langgraft.model.checks import check_model_dir
 from langgraft.train.data import PreparedDataset, StageSampler
 from langgraft.train.optim import warmup_steps_for
 from langgraft.train.recipe import Recipe, StageConfig
@@ -51,6 +52,7 @@ def load_model(recipe: Recipe, device: torch.device) -> Any:
     if not (path / "config.json").is_file():
         raise UserError(f"model: {path}: not a Hugging Face model directory (no config.json)")
     check_attention(recipe.attn_implementation, device)
+    check_model_dir(path)  # strict config.json, weights present and of the configured shapes
     try:
         # fp32 master weights; bf16/fp16 come from autocast in the step.
         model = AutoModelForCausalLM.from_pretrained(

@@ -149,4 +149,4 @@ def test_prompts_from_files(tmp_path: Path) -> None:
 
 def test_missing_model_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
-    assert "no config.json" in capsys.readouterr().err
+    assert "nope: no such model directory" in capsys.readouterr().err
