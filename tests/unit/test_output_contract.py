@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_bad_inputs import snapshot
 
 from langgraft.__main__ import main
 from langgraft.errors import UserError
-
-from test_bad_inputs import snapshot
 
 # langgraft.fsutil.MARKER; fsutil names are imported inside the tests that use them, so that this
 # module also runs against code that predates them (each test then fails on its own).
