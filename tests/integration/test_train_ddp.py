@@ -70,7 +70,7 @@ def train(config: Path, *args: str, nproc: int = 1, env: dict[str, str] | None =
             "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "langgraft",
         ]  # fmt: skip
     cmd = [*launcher, "train", "--config", str(config), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=300)
 
 
 def rows(out: Path, kind: str = "loss") -> list[dict]:

@@ -52,7 +52,9 @@ def recipe(setup: dict[str, Path], out: Path, **extra) -> Path:
 def train(config: Path, *args: str, env: dict[str, str] | None = None) -> int:
     e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     cmd = [sys.executable, "-m", "langgraft", "train", "--config", str(config), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True).returncode
+    return subprocess.run(
+        cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=300
+    ).returncode
 
 
 def rows(out: Path) -> list[dict]:

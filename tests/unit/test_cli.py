@@ -46,7 +46,11 @@ def test_help_runs(argv, capsys):
 
 def test_module_entry_point():
     r = subprocess.run(
-        [sys.executable, "-m", "langgraft", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "langgraft", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert r.stdout.startswith("langgraft ")
 
