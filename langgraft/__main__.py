@@ -87,6 +87,8 @@ def environment_error(e: BaseException) -> str | None:
             errno.EDQUOT: "; the disk quota is exhausted",
         }.get(e.errno, "")
         return f"{where}: {e.strerror or e}{hint}"
+    if isinstance(e, OSError):  # transformers' "can't load ..." errors carry no errno
+        return str(e).strip().split("\n")[0] or type(e).__name__
     if isinstance(e, UnicodeDecodeError):
         return (
             f"an input is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "

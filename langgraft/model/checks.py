@@ -48,8 +48,11 @@ def read_json_object(path: Path, what: str = "file") -> dict[str, Any]:
     return data
 
 
-def read_model_config(model_dir: str | Path, trust_remote_code: bool = False) -> dict[str, Any]:
-    """config.json as a dict; refuses custom code (auto_map) unless trusted."""
+def read_model_config(
+    model_dir: str | Path, trust_remote_code: bool = False, remote_code_flag: bool = True
+) -> dict[str, Any]:
+    """config.json as a dict; refuses custom code (auto_map) unless trusted. `remote_code_flag`:
+    whether the calling command has --trust-remote-code (the message says how to allow it)."""
     path = Path(model_dir)
     if not path.is_dir():
         raise UserError(f"{path}: no such model directory")
@@ -58,10 +61,15 @@ def read_model_config(model_dir: str | Path, trust_remote_code: bool = False) ->
     config = read_json_object(path / "config.json", "config")
     if config.get("auto_map") and not trust_remote_code:
         names = ", ".join(sorted(map(str, config["auto_map"])))[:120]
+        allow = (
+            "unless you pass --trust-remote-code, which executes that directory's code with "
+            "your permissions (only for a model you trust)"
+            if remote_code_flag
+            else "here (this command has no --trust-remote-code)"
+        )
         raise UserError(
             f"{path}/config.json: the model asks to run its own Python code (auto_map: {names}); "
-            "langgraft loads only built-in architectures unless you pass --trust-remote-code, "
-            "which executes that directory's code with your permissions (only for a model you trust)"
+            f"langgraft loads only built-in architectures {allow}"
         )
     return config
 
@@ -135,11 +143,13 @@ def _layers(names: set[str]) -> int:
     return 1 + max((int(m.group(1)) for n in names if (m := _LAYER.search(n))), default=-1)
 
 
-def check_model_dir(model_dir: str | Path, trust_remote_code: bool = False) -> dict[str, Any]:
+def check_model_dir(
+    model_dir: str | Path, trust_remote_code: bool = False, remote_code_flag: bool = True
+) -> dict[str, Any]:
     """Raise a UserError unless `model_dir` holds a config and weights that agree; return the
     config dict."""
     path = Path(model_dir)
-    config = read_model_config(path, trust_remote_code)
+    config = read_model_config(path, trust_remote_code, remote_code_flag)
     found = weight_shapes(weight_files(path))
     want, tied, prefix = expected_shapes(path, trust_remote_code)
     if found and not set(found) & set(want):  # a base-model checkpoint without its prefix

@@ -116,7 +116,7 @@ def plan_expansion(cfg: ExpandConfig) -> ExpandPlan:
     if cfg.pad_to_multiple_of < 1:
         raise UserError(f"--pad-to-multiple-of must be >= 1, got {cfg.pad_to_multiple_of}")
     files, index = _weight_files(model_dir)
-    config = check_model_dir(model_dir)
+    config = check_model_dir(model_dir, remote_code_flag=False)
     if not (model_dir / "tokenizer.model").is_file():
         raise UserError(
             f"{model_dir}: no tokenizer.model; the source tokenizer must be the SentencePiece model "

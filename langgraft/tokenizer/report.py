@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,40 @@ def load_corpus(path: Path, max_samples: int | None) -> list[str]:
     return texts
 
 
+# A tokenizer call's output costs ~100x its input in memory (one 54 MB document peaked at 8.5 GB),
+# so long samples are encoded in pieces cut after a newline, and batches are capped in characters.
+# Each cut can change at most the token at its start: a few tokens in a 54 MB document.
+MAX_PIECE_CHARS = 100_000
+MAX_BATCH_CHARS = 2_000_000
+
+
+def _pieces(text: str) -> Iterator[str]:
+    start = 0
+    while len(text) - start > MAX_PIECE_CHARS:
+        end = start + MAX_PIECE_CHARS
+        cut = text.rfind("\n", start, end)
+        end = cut + 1 if cut > start else end
+        yield text[start:end]
+        start = end
+    yield text[start:]
+
+
+def _batches(texts: list[str], batch_size: int) -> Iterator[tuple[list[str], int]]:
+    """(pieces to encode together, samples completed by them)."""
+    batch: list[str] = []
+    chars = done = 0
+    for text in texts:
+        for piece in _pieces(text):
+            if batch and (len(batch) >= batch_size or chars + len(piece) > MAX_BATCH_CHARS):
+                yield batch, done
+                batch, chars, done = [], 0, 0
+            batch.append(piece)
+            chars += len(piece)
+        done += 1
+    if batch or done:
+        yield batch, done
+
+
 def measure(tok, texts: list[str], batch_size: int, desc: str) -> dict:
     from tqdm import tqdm
 
@@ -66,12 +101,11 @@ def measure(tok, texts: list[str], batch_size: int, desc: str) -> dict:
     byte_ids = {i for piece, i in vocab.items() if piece.startswith("<0x") and len(piece) == 6}
     n_tok = n_byte = 0
     with tqdm(total=len(texts), desc=desc, unit="sample", leave=False, mininterval=1) as bar:
-        for i in range(0, len(texts), batch_size):
-            batch = texts[i : i + batch_size]
-            for ids in tok(batch, add_special_tokens=False)["input_ids"]:
+        for batch, done in _batches(texts, batch_size):
+            for ids in tok(batch, add_special_tokens=False)["input_ids"] if batch else []:
                 n_tok += len(ids)
                 n_byte += sum(1 for t in ids if t in byte_ids)
-            bar.update(len(batch))
+            bar.update(done)
     chars = sum(len(t) for t in texts)
     return {
         "vocab_size": len(tok),

@@ -52,7 +52,7 @@ def load_model(recipe: Recipe, device: torch.device) -> Any:
     if not (path / "config.json").is_file():
         raise UserError(f"model: {path}: not a Hugging Face model directory (no config.json)")
     check_attention(recipe.attn_implementation, device)
-    check_model_dir(path)  # strict config.json, weights present and of the configured shapes
+    check_model_dir(path, remote_code_flag=False)  # config.json agrees with the weights
     try:
         # fp32 master weights; bf16/fp16 come from autocast in the step.
         model = AutoModelForCausalLM.from_pretrained(
