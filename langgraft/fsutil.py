@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -144,10 +145,11 @@ def output_lock(out: Path) -> Iterator[Path]:
 def _remove_stale_scratch(out: Path) -> None:
     """Scratch entries of runs that died without cleaning up (SIGKILL, power loss). Only called
     while holding the lock, so no live run owns them."""
-    for p in out.parent.glob(f".{out.name}.tmp-*"):
+    name = glob.escape(out.name)
+    for p in out.parent.glob(f".{name}.tmp-*"):
         with contextlib.suppress(OSError):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    for p in out.parent.glob(f".{out.name}.old-*"):
+    for p in out.parent.glob(f".{name}.old-*"):
         if not (p.is_dir() and (p / MARKER).is_file()):
             continue
         if out.exists() or out.is_symlink():
@@ -177,6 +179,7 @@ def atomic_output_dir(
     out.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(out):
         _remove_stale_scratch(out)
+        _check_replaceable(out, overwrite, "dir")  # a run that held the lock may just have finished
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
         try:
             os.chmod(tmp, 0o777 & ~_umask())
@@ -220,22 +223,20 @@ def atomic_output_file(
     Killed mid-run, the old `out` is intact. Refuses to replace without --overwrite, refuses a
     directory, and refuses an output that is or lies inside an input.
     """
-    given = out
     out = _absolute(out)
     check_not_an_input(out, inputs)
     _check_replaceable(out, overwrite, "file")
     out.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(out):
         _remove_stale_scratch(out)
+        _check_replaceable(out, overwrite, "file")
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent)
         os.close(fd)
         tmp = Path(name)
         try:
             os.chmod(tmp, 0o666 & ~_umask())
             yield tmp
-            _check_replaceable(out, overwrite, "file")
-            if out.exists() and not overwrite:  # pragma: no cover - caught just above
-                raise UserError(f"{given}: appeared while this run worked; nothing replaced")
+            _check_replaceable(out, overwrite, "file")  # re-check: written meanwhile?
             os.replace(tmp, out)
         finally:
             with contextlib.suppress(FileNotFoundError):

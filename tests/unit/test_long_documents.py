@@ -44,3 +44,26 @@ def test_report_encodes_a_long_document_in_bounded_pieces(
     assert cuts >= 3
     # a cut after a newline can only change the first token of the next piece
     assert abs(m["tokens"] - whole) <= 2 * cuts
+
+
+def test_prepare_checks_a_long_text_on_a_prefix(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prepare` encodes with sentencepiece and checks tokenizer.json agrees; the check must not
+    hand a whole long document to tokenizer.json (that was the 6.8 GB peak)."""
+    from langgraft.data import textenc
+
+    path = shared_data / "models" / "stories260K" / "tok512.model"
+    enc = textenc.TextEncoder(load_tokenizer(path), path)
+    assert enc.sp is not None
+    real, seen = enc.encode_hf, []
+
+    def recording(texts: list[str]) -> list[list[int]]:
+        seen.extend(map(len, texts))
+        return real(texts)
+
+    monkeypatch.setattr(enc, "encode_hf", recording)
+    text = (shared_data / "corpus" / "en" / "tinyshakespeare.txt").read_text("utf-8")[:300_000]
+    ids = enc.encode([text, "A short one."])
+    assert enc.verified and seen and max(seen) <= textenc.MAX_CHECK_CHARS
+    assert [x.tolist() for x in ids] == real([text, "A short one."])  # still exact
