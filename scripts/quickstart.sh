@@ -27,7 +27,7 @@ $lg tokenizer report \
   --tokenizer "$D/tokenizers/llama2/tokenizer.model" "$OUT/tokenizer-zh" \
   --names llama2 langgraft-zh \
   --corpus "$D/eval/cmmlu/test" "$D/corpus/zh/hongloumeng.txt" "$D/corpus/en" \
-  --out "$OUT/report" 2>/dev/null
+  --out "$OUT/report" --overwrite 2>/dev/null
 
 echo "== 2-4. stories260K learns Chinese: import, expand, prepare, train three stages"
 PYTHON=.venv/bin/python LANGGRAFT_DATA="$D" bash scripts/train_demo.sh 2>"$OUT/train_demo.log" \
