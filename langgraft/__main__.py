@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from langgraft import __version__
 from langgraft.errors import UserError
@@ -48,6 +50,20 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    previous = None
+    if args.command != "train" and threading.current_thread() is threading.main_thread():
+        # `kill`/a scheduler's SIGTERM unwinds like Ctrl-C, so scratch outputs are removed
+        # (the trainer and torchrun have their own shutdown).
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return run_command(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the sub-command; user errors and environment failures become one line, exit 2."""
     try:
         return int(args.func(args) or 0)
     except UserError as e:
@@ -62,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             logging.exception("details")
         return _fail(args, message, UserError.exit_code)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:

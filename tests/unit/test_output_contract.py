@@ -245,7 +245,10 @@ def test_generate_failing_mid_run_keeps_the_old_file(stories: Path, tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt", "samples.jsonl"]
 
 
-def test_generate_killed_mid_run_keeps_the_old_file(stories: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_generate_killed_mid_run_keeps_the_old_file(
+    stories: Path, tmp_path: Path, sig: int
+) -> None:
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"Once upon a time {i}\n" for i in range(400)))
     old = tmp_path / "samples.jsonl"
@@ -263,11 +266,14 @@ def test_generate_killed_mid_run_keeps_the_old_file(stories: Path, tmp_path: Pat
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "generate finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + sig)
     finally:
         proc.kill()
         proc.wait(timeout=30)
     assert old.read_text() == "precious\n"
+    if sig == signal.SIGTERM:  # unwound: nothing left behind
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt", "samples.jsonl"]
     # the next run into the same --out removes the killed run's scratch file
     prompts.write_text("Lily\n")
     assert main(gen_argv(stories, prompts, old, "--overwrite")) == 0
