@@ -19,7 +19,6 @@ dataset's manifest.json, a tuned model records it in its langgraft.json (`chat_t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +192,7 @@ def find_template_name(model_dir: str | Path, dataset_dir: str | Path | None = N
     """The template a model was tuned with: `chat_template` in the model's langgraft.json (what
     the trainer writes after SFT, as `write_meta(dir, {"chat_template": name})`), else the
     template recorded in a `prepare chat` dataset's manifest.json; None if neither says."""
+    from langgraft.model.checks import read_json_object
     from langgraft.model.meta import read_meta
 
     name = read_meta(model_dir).get("chat_template")
@@ -206,7 +206,7 @@ def find_template_name(model_dir: str | Path, dataset_dir: str | Path | None = N
             raise UserError(
                 f"{dataset_dir}: no manifest.json; pass a `prepare chat` output directory"
             )
-        info = json.loads(manifest.read_text(encoding="utf-8")).get("template")
+        info = read_json_object(manifest).get("template")
         name = info.get("name") if isinstance(info, dict) else info
         if not name:
             raise UserError(f"{manifest}: no chat template recorded (a pretraining dataset?)")

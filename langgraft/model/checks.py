@@ -150,6 +150,8 @@ def check_model_dir(
     config dict."""
     path = Path(model_dir)
     config = read_model_config(path, trust_remote_code, remote_code_flag)
+    if (path / "generation_config.json").is_file():  # transformers ignores a broken one silently
+        read_json_object(path / "generation_config.json")
     found = weight_shapes(weight_files(path))
     want, tied, prefix = expected_shapes(path, trust_remote_code)
     if found and not set(found) & set(want):  # a base-model checkpoint without its prefix
@@ -178,12 +180,14 @@ def check_model_dir(
 
 def tokenizer_load_error(directory: Path, error: BaseException) -> UserError:
     """A clear error for a tokenizer directory transformers/tokenizers could not load."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        if (directory / name).is_file():
+            try:
+                read_json_object(directory / name)
+            except UserError as e:
+                return UserError(f"corrupt tokenizer: {e}")
     tj = directory / "tokenizer.json"
     if tj.is_file():
-        try:
-            read_json_object(tj)
-        except UserError as e:
-            return UserError(f"corrupt tokenizer: {e}")
         text = str(error).strip().splitlines()[-1][:200] if str(error).strip() else ""
         if type(error) is Exception:  # tokenizers' own parse errors are bare Exceptions
             return UserError(f"{tj}: not a valid tokenizer.json ({text})")

@@ -84,8 +84,12 @@ class ExpandPlan:
 def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, Any] | None]:
     index_path = model_dir / "model.safetensors.index.json"
     if index_path.is_file():
-        index = json.loads(index_path.read_text())
-        files = sorted(set(index["weight_map"].values()))
+        from langgraft.model.checks import read_json_object
+
+        index = read_json_object(index_path, "index")
+        if not isinstance(index.get("weight_map"), dict):
+            raise UserError(f"{index_path}: no weight_map; not a sharded-checkpoint index")
+        files = sorted(set(map(str, index["weight_map"].values())))
         missing = [f for f in files if not (model_dir / f).is_file()]
         if missing:
             raise UserError(f"{index_path}: lists {missing[0]}, which is missing from {model_dir}")

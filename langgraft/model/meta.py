@@ -27,6 +27,8 @@ def read_meta(model_dir: str | Path) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x})") from None
     except json.JSONDecodeError as e:
         raise UserError(
             f"{path}:{e.lineno}: invalid JSON ({e.msg}); fix or delete the file"

@@ -362,6 +362,38 @@ def c_truncated_weights(ws: Path, a: dict) -> tuple[list[str], str]:
     return _chat(m), "model.safetensors: truncated"
 
 
+def g_generation_config_broken(ws: Path, a: dict) -> tuple[list[str], str]:
+    """transformers ignores a broken generation_config.json (and its stop ids) silently."""
+    m = model_copy(ws, a)
+    (m / "generation_config.json").write_text("{broken")
+    return _gen(m, "--prompt", "Lily"), "model/generation_config.json:1: not valid JSON"
+
+
+def g_tokenizer_config_broken(ws: Path, a: dict) -> tuple[list[str], str]:
+    m = model_copy(ws, a)
+    (m / "tokenizer_config.json").write_text("{broken")
+    return _gen(m, "--prompt", "Lily"), "model/tokenizer_config.json:1: not valid JSON"
+
+
+def me_index_broken(ws: Path, a: dict) -> tuple[list[str], str]:
+    m = model_copy(ws, a)
+    (m / "model.safetensors").rename(m / "model-00001-of-00001.safetensors")
+    (m / "model.safetensors.index.json").write_text("{oops")
+    return _expand(ws, a, m), "model/model.safetensors.index.json:1: not valid JSON"
+
+
+def c_meta_not_utf8(ws: Path, a: dict) -> tuple[list[str], str]:
+    m = model_copy(ws, a)
+    (m / "langgraft.json").write_bytes(b"\xff\xfe{}")
+    return ["chat", "--model", str(m)], "model/langgraft.json: not UTF-8"
+
+
+def c_manifest_broken(ws: Path, a: dict) -> tuple[list[str], str]:
+    (ws / "ds").mkdir()
+    (ws / "ds" / "manifest.json").write_text('{"template": ')
+    return ["chat", "--model", str(a["model"]), "--dataset", str(ws / "ds")], "ds/manifest.json:1"
+
+
 def os_out_under_a_file(ws: Path, a: dict) -> tuple[list[str], str]:
     """--out below a plain file: the OSError becomes one line naming the path."""
     (ws / "afile").write_text("mine")
@@ -381,7 +413,8 @@ CASES: dict[str, Setup] = {f.__name__: f for f in [
     g_prompt_surrogate, g_prompts_file_surrogate, g_prompts_file_not_utf8, g_config_more_layers,
     g_config_fewer_layers, g_broken_tokenizer_json, g_pickle, g_auto_map, c_max_new_tokens_zero,
     c_max_new_tokens_negative, c_stdin_not_utf8, c_stdin_surrogate, c_truncated_weights,
-    os_out_under_a_file,
+    g_generation_config_broken, g_tokenizer_config_broken, me_index_broken, c_meta_not_utf8,
+    c_manifest_broken, os_out_under_a_file,
 ]}  # fmt: skip
 STDIN = {
     "c_stdin_not_utf8": lambda: io.TextIOWrapper(io.BytesIO(b"hello\nbad \xff\xfe\n")),
