@@ -121,6 +121,10 @@ def measure(tok, texts: list[str], batch_size: int, desc: str) -> dict:
 def compute(cfg: ReportConfig) -> list[dict]:
     from langgraft.tokenizer.hf import load_tokenizer
 
+    if cfg.max_samples is not None and cfg.max_samples < 1:
+        raise UserError(f"--max-samples {cfg.max_samples}: must be >= 1 (omit it for all)")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be >= 1")
     if cfg.names and len(cfg.names) != len(cfg.tokenizer):
         raise UserError(f"--names: got {len(cfg.names)} names for {len(cfg.tokenizer)} tokenizers")
     names = cfg.names or [_label(t) for t in cfg.tokenizer]

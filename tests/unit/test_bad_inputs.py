@@ -102,7 +102,8 @@ def te_gz_not_gzip(ws: Path, a: dict) -> tuple[list[str], str]:
 
 
 def te_gz_truncated(ws: Path, a: dict) -> tuple[list[str], str]:
-    (ws / "c.txt.gz").write_bytes(gzip.compress(b"some words here\n" * 5000)[:200])
+    packed = gzip.compress(a["text"].read_bytes()[:50_000])
+    (ws / "c.txt.gz").write_bytes(packed[: len(packed) // 2])
     return ["tokenizer", "expand", "--source", str(a["tok512"]), "--learn-from",
             str(ws / "c.txt.gz"), "--target-size", "600"], "c.txt.gz: not a valid gzip"  # fmt: skip
 
@@ -155,6 +156,12 @@ def tr_broken_tokenizer_json(ws: Path, a: dict) -> tuple[list[str], str]:
     truncate(tok / "tokenizer.json")
     return ["tokenizer", "report", "--tokenizer", str(tok), "--corpus", str(a["text"]),
             "--max-samples", "5"], "tok/tokenizer.json"  # fmt: skip
+
+
+def tr_max_samples_negative(ws: Path, a: dict) -> tuple[list[str], str]:
+    """-1 used to read one sample (a silent change of meaning)."""
+    return ["tokenizer", "report", "--tokenizer", str(a["tok512"]), "--corpus", str(a["text"]),
+            "--max-samples", "-1"], "--max-samples -1: must be >= 1"  # fmt: skip
 
 
 def pp_broken_tokenizer_json(ws: Path, a: dict) -> tuple[list[str], str]:
@@ -405,7 +412,7 @@ def os_out_under_a_file(ws: Path, a: dict) -> tuple[list[str], str]:
 CASES: dict[str, Setup] = {f.__name__: f for f in [
     te_gz_not_gzip, te_gz_truncated, te_pieces_surrogate, te_pieces_gz_not_gzip,
     te_source_corrupt, tr_gz_not_gzip, tr_nested, tr_nested_json_file, tr_surrogate,
-    tr_broken_tokenizer_json, pp_broken_tokenizer_json, pp_gz_not_gzip, pc_not_an_object,
+    tr_broken_tokenizer_json, tr_max_samples_negative, pp_broken_tokenizer_json, pp_gz_not_gzip, pc_not_an_object,
     mi_truncated, me_config_not_json, me_config_array, me_config_more_layers,
     me_truncated_weights, me_empty_weights, me_oversized_header, me_corrupt_tokenizer_json,
     me_tokenizer_json_disagrees, em_truncated_weights, em_config_array, em_auto_map, em_pickle,
