@@ -105,6 +105,12 @@ def load_model(opts: ModelOptions) -> tuple[Any, Any]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     else:
         device = opts.device
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise UserError(f"--device {device}: not a device (cpu, cuda, cuda:1, ...)") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu")
     if opts.dtype == "auto":
         gpu_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
         dtype = torch.bfloat16 if gpu_bf16 else torch.float32

@@ -117,8 +117,10 @@ def plan_expansion(cfg: ExpandConfig) -> ExpandPlan:
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise UserError(f"{model_dir}: no config.json; pass a Hugging Face model directory")
-    if cfg.pad_to_multiple_of < 1:
-        raise UserError(f"--pad-to-multiple-of must be >= 1, got {cfg.pad_to_multiple_of}")
+    if not 1 <= cfg.pad_to_multiple_of <= 1 << 16:
+        raise UserError(
+            f"--pad-to-multiple-of must be between 1 and 65536, got {cfg.pad_to_multiple_of}"
+        )
     files, index = _weight_files(model_dir)
     config = check_model_dir(model_dir, remote_code_flag=False)
     if not (model_dir / "tokenizer.model").is_file():

@@ -245,6 +245,12 @@ def me_tokenizer_json_disagrees(ws: Path, a: dict) -> tuple[list[str], str]:
     return _expand(ws, a, m, tok), "tok/tokenizer.json: has 512 tokens"
 
 
+def me_pad_huge(ws: Path, a: dict) -> tuple[list[str], str]:
+    """Used to try to allocate 25 TB of padding rows."""
+    argv = [*_expand(ws, a, a["model"]), "--pad-to-multiple-of", "100000000000"]
+    return argv, "--pad-to-multiple-of must be between 1 and 65536"
+
+
 def _mc(model: Path, a: dict) -> list[str]:
     return ["eval", "mc", "--task", "cmmlu", "--data", str(a["cmmlu"]), "--model", str(model),
             "--limit", "1", "--shots", "0", "--subjects", "anatomy"]  # fmt: skip
@@ -369,6 +375,10 @@ def c_truncated_weights(ws: Path, a: dict) -> tuple[list[str], str]:
     return _chat(m), "model.safetensors: truncated"
 
 
+def g_device_invalid(ws: Path, a: dict) -> tuple[list[str], str]:
+    return _gen(a["model"], "--prompt", "Lily", "--device", "tpu9"), "--device tpu9: not a device"
+
+
 def g_generation_config_broken(ws: Path, a: dict) -> tuple[list[str], str]:
     """transformers ignores a broken generation_config.json (and its stop ids) silently."""
     m = model_copy(ws, a)
@@ -421,7 +431,7 @@ CASES: dict[str, Setup] = {f.__name__: f for f in [
     g_config_fewer_layers, g_broken_tokenizer_json, g_pickle, g_auto_map, c_max_new_tokens_zero,
     c_max_new_tokens_negative, c_stdin_not_utf8, c_stdin_surrogate, c_truncated_weights,
     g_generation_config_broken, g_tokenizer_config_broken, me_index_broken, c_meta_not_utf8,
-    c_manifest_broken, os_out_under_a_file,
+    c_manifest_broken, me_pad_huge, g_device_invalid, os_out_under_a_file,
 ]}  # fmt: skip
 STDIN = {
     "c_stdin_not_utf8": lambda: io.TextIOWrapper(io.BytesIO(b"hello\nbad \xff\xfe\n")),
