@@ -278,3 +278,27 @@ def test_generate_killed_mid_run_keeps_the_old_file(
     prompts.write_text("Lily\n")
     assert main(gen_argv(stories, prompts, old, "--overwrite")) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt", "samples.jsonl"]
+
+
+def test_symlink_at_out_is_refused(tok512: Path, pieces: Path, tmp_path: Path, capsys) -> None:
+    assert expand_tok(tok512, pieces, tmp_path / "real") == 0
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    before = snapshot(tmp_path / "real")
+    assert expand_tok(tok512, pieces, tmp_path / "link", "--overwrite") == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert snapshot(tmp_path / "real") == before and (tmp_path / "link").is_symlink()
+
+
+def test_an_output_moved_aside_by_a_killed_run_is_restored(tmp_path: Path) -> None:
+    """A kill between moving the old output aside and renaming the new one into place leaves
+    the old output as `.out.old-PID`; the next run into `out` puts it back."""
+    from langgraft.fsutil import atomic_output_dir
+
+    out = tmp_path / "out"
+    with atomic_output_dir(out) as tmp:
+        (tmp / "result.txt").write_text("first run")
+    out.rename(tmp_path / ".out.old-424242")
+    with pytest.raises(UserError, match="already exists"), atomic_output_dir(out):
+        pass
+    assert (out / "result.txt").read_text() == "first run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
