@@ -105,7 +105,8 @@ def load_model(args: ModelArgs) -> tuple[Any, Any]:
 
 
 def run_mc(args: argparse.Namespace) -> int:
-    from langgraft.eval.report import compare, write_results
+    from langgraft.eval.mc import check_options
+    from langgraft.eval.report import compare, counts_table, write_results
     from langgraft.eval.tasks import load_task
     from langgraft.fsutil import atomic_output_dir
 
@@ -116,16 +117,11 @@ def run_mc(args: argparse.Namespace) -> int:
     for name in ("task", "data", "model", "out"):
         if getattr(cfg, name) is None:
             raise UserError(f"--{name} is required (or give --compare RESULTS...)")
-    task = load_task(cfg.task, cfg.data, cfg.split)
-    log.info(
-        "%s/%s: %d subjects, %d questions",
-        task.name,
-        task.split,
-        len(task.subjects),
-        task.num_questions(),
-    )
-    model, tokenizer = load_model(cfg)
     opts = McOptions(**{k: getattr(cfg, k) for k in McOptions.__dataclass_fields__})
+    check_options(opts)
+    task = load_task(cfg.task, cfg.data, cfg.split)
+    print(counts_table(task), flush=True)
+    model, tokenizer = load_model(cfg)
     with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
         from langgraft.eval.mc import evaluate_mc
 

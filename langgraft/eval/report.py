@@ -47,7 +47,7 @@ def summarize(task: Task, records: list[dict], metrics: list[str]) -> dict[str, 
             "display": s.display,
             "categories": list(s.categories),
             "n": len(recs),
-            "skipped": s.skipped,
+            "skipped": dict(sorted(s.skipped.items())),
             "truncated": sum(r["truncated"] for r in recs),
             "shots": dict(sorted(_count(r["shots"] for r in recs).items())),
         }
@@ -78,8 +78,32 @@ def summarize(task: Task, records: list[dict], metrics: list[str]) -> dict[str, 
         "overall": overall,
         "categories": categories,
         "subjects": dict(sorted(subjects.items())),
-        "skipped": sum(s.skipped for s in task.subjects.values()),
+        "skipped": sum(n for s in task.subjects.values() for n in s.skipped.values()),
+        "skipped_by_reason": skipped_by_reason(task),
+        "left_out": dict(task.left_out),
     }
+
+
+def skipped_by_reason(task: Task) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for s in task.subjects.values():
+        for reason, n in s.skipped.items():
+            out[reason] += n
+    return dict(sorted(out.items()))
+
+
+def counts_table(task: Task) -> str:
+    """Scored and skipped rows per subset, as printed before a run."""
+    lines = [f"{task.name}/{task.split}: scored questions per subset"]
+    for name, s in task.subjects.items():
+        skipped = ", ".join(f"{n} {r}" for r, n in sorted(s.skipped.items()))
+        lines.append(
+            f"  {name:40s} {len(s.questions):6d}" + (f"  (skipped: {skipped})" if skipped else "")
+        )
+    lines.append(f"  {'total':40s} {task.num_questions():6d}")
+    for f, reason in task.left_out.items():
+        lines.append(f"  left out: {f} ({reason})")
+    return "\n".join(lines)
 
 
 def _count(xs) -> dict[int, int]:

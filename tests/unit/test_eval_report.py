@@ -21,7 +21,9 @@ def _task() -> Task:
         default_shots=5,
         subjects={
             "s1": Subject("s1", "一", ("STEM",), "zh", [q] * 4),
-            "s2": Subject("s2", "二", ("Other", "China specific"), "zh", [q] * 2, skipped=1),
+            "s2": Subject(
+                "s2", "二", ("Other", "China specific"), "zh", [q] * 2, skipped={"multi-answer": 1}
+            ),
         },
     )
 
@@ -58,7 +60,8 @@ def test_summary_micro_macro_and_categories() -> None:
     assert ov["first_token_acc_macro"]["acc"] == pytest.approx((0.75 + 0.0) / 2)
     assert res["categories"]["STEM"]["first_token_acc"]["acc"] == 0.75
     assert res["categories"]["China specific"]["n"] == 2
-    assert res["subjects"]["s2"]["skipped"] == 1 and res["skipped"] == 1
+    assert res["subjects"]["s2"]["skipped"] == {"multi-answer": 1} and res["skipped"] == 1
+    assert res["skipped_by_reason"] == {"multi-answer": 1}
     assert res["subjects"]["s1"]["shots"] == {5: 4}
 
 
