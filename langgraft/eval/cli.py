@@ -73,6 +73,9 @@ class TextConfig(ModelArgs):
     """Window length in tokens (BOS included)."""
     batch_size: int = 2
     """Windows per forward pass."""
+    compare: list[Path] = field(default_factory=list)
+    """Instead of evaluating: bits/char per corpus of these text results (files or directories),
+    the first as the base, with each difference and whether it exceeds 2x its standard error."""
 
 
 def load_model(args: ModelArgs) -> tuple[Any, Any]:
@@ -146,6 +149,17 @@ def run_text(args: argparse.Namespace) -> int:
     from langgraft.fsutil import atomic_output_dir
 
     cfg = from_namespace(TextConfig, args)
+    if cfg.compare:
+        from langgraft.eval.text import compare_text
+
+        if len(cfg.compare) < 2:
+            raise UserError("--compare needs a base and at least one other text result")
+        print(compare_text(cfg.compare[0], cfg.compare[1:]), end="")
+        return 0
+    if cfg.max_length < 2:
+        raise UserError(f"--max-length {cfg.max_length}: a window needs BOS and a token (>= 2)")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be >= 1")
     if not cfg.data:
         raise UserError("--data needs at least one corpus file")
     if cfg.out is None:
