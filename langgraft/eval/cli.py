@@ -58,7 +58,9 @@ class McConfig(ModelArgs, McOptions):
     split: str | None = None
     """Split to score (default: test; val for C-Eval, whose test has no answers)."""
     compare: list[Path] = field(default_factory=list)
-    """Instead of evaluating: print these results (files or directories) side by side."""
+    """Instead of evaluating: print these results (files or directories) side by side; with two
+    or more models, also each one against the first (the base): delta and whether it exceeds 2x
+    its standard error (paired over the questions when predictions.jsonl is beside both)."""
 
 
 @dataclass
@@ -109,13 +111,16 @@ def load_model(args: ModelArgs) -> tuple[Any, Any]:
 
 def run_mc(args: argparse.Namespace) -> int:
     from langgraft.eval.mc import check_options
-    from langgraft.eval.report import compare, counts_table, write_results
+    from langgraft.eval.report import compare, counts_table, forgetting, write_results
     from langgraft.eval.tasks import load_task
     from langgraft.fsutil import atomic_output_dir
 
     cfg = from_namespace(McConfig, args)
     if cfg.compare:
         print(compare(cfg.compare), end="")
+        delta = forgetting(cfg.compare)
+        if delta:
+            print("\n" + delta, end="")
         return 0
     for name in ("task", "data", "model", "out"):
         if getattr(cfg, name) is None:
