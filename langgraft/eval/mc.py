@@ -88,6 +88,19 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
 
 
+def _tokenize_tails(
+    tokenizer: Any, tails: list[str], conts: list[list[str]]
+) -> list[tuple[list[int], list[list[int]]]]:
+    if not tails:
+        return []
+    alone = tokenizer(tails, add_special_tokens=False)["input_ids"]
+    joined = tokenizer(
+        [t + c for t, cs in zip(tails, conts, strict=True) for c in cs], add_special_tokens=False
+    )["input_ids"]
+    n = len(LETTERS)
+    return [(alone[i], joined[i * n : (i + 1) * n]) for i in range(len(tails))]
+
+
 def _fit(tokenizer: Any, parts: PromptParts, n_shots: int, ids: list[int], budget: int):
     """Drop shots, then cut the middle of the question, until the prompt fits `budget` tokens."""
     k = n_shots
@@ -116,17 +129,18 @@ def _items_for_subject(
     questions = subject.questions[: opts.limit] if opts.limit else subject.questions
     parts = subject_prompts(subject, style, n_shots, as_text, questions)
     full = _encode(tokenizer, [p.render(n_shots) for p in parts])
+    # Continuation tokens from the question's tail alone, one batched call per subject:
+    # tokenizing the whole prompt again per choice would cost 4x; the tail is where a
+    # continuation could merge with the cue.
+    if as_text and any(not q.options for q in questions):
+        q = next(q for q in questions if not q.options)
+        raise UserError(f"{q.source}: options are inside the question; use --continuation letter")
+    conts_all = [[style.answer(q, c, as_text) for c in range(len(LETTERS))] for q in questions]
+    tails_all = _tokenize_tails(tokenizer, [pp.question for pp in parts], conts_all)
     items = []
-    for i, (q, pp, ids) in enumerate(zip(questions, parts, full, strict=True)):
-        if as_text and not q.options:
-            raise UserError(
-                f"{q.source}: options are inside the question; use --continuation letter"
-            )
-        conts = [style.answer(q, c, as_text) for c in range(len(LETTERS))]
-        # Continuation tokens from the question's tail alone: tokenizing the whole prompt again
-        # per choice would cost 4x; the tail is where a continuation could merge with the cue.
-        tail = tokenizer(pp.question, add_special_tokens=False)["input_ids"]
-        tails = tokenizer([pp.question + c for c in conts], add_special_tokens=False)["input_ids"]
+    for i, (pp, ids) in enumerate(zip(parts, full, strict=True)):
+        conts = conts_all[i]
+        tail, tails = tails_all[i]
         lcps = [common_prefix_len(tail, t) for t in tails]
         cont_ids = [t[n:] for t, n in zip(tails, lcps, strict=True)]
         reserve = max(len(c) for c in cont_ids)
