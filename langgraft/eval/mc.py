@@ -57,8 +57,9 @@ class McOptions:
     """Greedy generation length in generate/combined modes (ColossalEval: 32)."""
     continuation: Literal["letter", "text"] = "letter"
     """loglik continuations: the answer letter, or the option text (adds length-normalised acc)."""
-    batch_size: int = 16
-    """Question suffixes per forward pass on the shared-prefix path."""
+    batch_size: int | None = None
+    """Question suffixes per forward pass (default: as many as fit a token budget sized to the
+    device, 2,048 padded tokens on CPU, 32,768 on CUDA)."""
     max_length: int | None = None
     """Prompt budget in tokens (default: the model's max_position_embeddings). Shots are dropped
     before the question is cut."""
@@ -185,7 +186,7 @@ def check_options(opts: McOptions) -> None:
         raise UserError(f"--limit {opts.limit}: must be >= 1 (leave it out to score everything)")
     if opts.shots is not None and opts.shots < 0:
         raise UserError(f"--shots {opts.shots}: must be >= 0")
-    if opts.batch_size < 1:
+    if opts.batch_size is not None and opts.batch_size < 1:
         raise UserError(f"--batch-size {opts.batch_size}: must be >= 1")
     if opts.max_length is not None and opts.max_length < 8:
         raise UserError(f"--max-length {opts.max_length}: must be >= 8 tokens")
@@ -238,7 +239,7 @@ def evaluate_mc(model: Any, tokenizer: Any, task: Task, opts: McOptions | None =
                         tokenizer,
                         [it.ids for it in group],
                         opts.max_new_tokens,
-                        opts.batch_size,
+                        opts.batch_size or _generate_rows(model, group, opts.max_new_tokens),
                     )
                 )
             pos = 0
@@ -261,6 +262,13 @@ def evaluate_mc(model: Any, tokenizer: Any, task: Task, opts: McOptions | None =
     result["torch_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
     result["records"] = records
     return result
+
+
+def _generate_rows(model: Any, group: list[_Item], new_tokens: int) -> int:
+    from langgraft.eval.scorer import batch_token_budget
+
+    width = max(len(it.ids) for it in group) + new_tokens
+    return max(1, batch_token_budget(model.device) // width)
 
 
 def _metric_names(parts: tuple[str, ...], opts: McOptions) -> list[str]:

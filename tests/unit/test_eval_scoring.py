@@ -207,6 +207,18 @@ def test_length_batches_bound_padding() -> None:
     assert batches[0] == [0] and [3, 4, 5, 6] in batches
 
 
+def test_length_batches_by_token_budget() -> None:
+    from langgraft.eval.scorer import _length_batches, batch_token_budget
+
+    lengths = [100] * 10 + [90] * 10
+    # 350 tokens: three rows of width 100 fit, a fourth would make 400.
+    batches = _length_batches(lengths, None, max_tokens=350)
+    assert [len(b) for b in batches] == [3, 3, 3, 3, 3, 3, 2]  # row 9 (100) takes 10, 11 (90)
+    assert [j for b in batches for j in b] == list(range(20))
+    assert batch_token_budget(torch.device("cpu")) == 2048
+    assert batch_token_budget(torch.device("cuda", 0)) == 32768
+
+
 def test_probe_api_for_training_loops() -> None:
     from langgraft.eval import probe_mc
 
