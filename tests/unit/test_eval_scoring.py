@@ -156,13 +156,21 @@ def test_shots_dropped_before_question_is_cut(tmp_path: Path) -> None:
     write_csv(tmp_path / "dev" / "agronomy.csv", dev, header)
     write_csv(tmp_path / "test" / "agronomy.csv", test, header)
     task = load_task("cmmlu", tmp_path)
+    # By hand: the most shots whose prompt leaves one token for the answer within 512.
+    shot = "短题" * 5 + "\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案：A\n\n"
+    head = "以下是关于农学的单项选择题，请直接给出正确答案的选项。\n\n"
+    body = "长" * 250 + "\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案："
+    expected_long_shots = max(
+        k for k in range(6) if len(tokenizer()(head + shot * k + body)["input_ids"]) <= 511
+    )
+    assert 0 < expected_long_shots < 5  # the case exercises dropping, not all-or-nothing
     for shared in (True, False):
         r = evaluate_mc(
             tiny_model(), tokenizer(), task, McOptions(max_length=512, shared_prefix=shared)
         )
         short, long_, huge = r["records"]
         assert short["shots"] == 5 and not short["truncated"] and short["tokens"] <= 511
-        assert 0 < long_["shots"] < 5 and not long_["truncated"]
+        assert long_["shots"] == expected_long_shots and not long_["truncated"]
         assert huge["shots"] == 0 and huge["truncated"] and huge["tokens"] == 511
         assert r["subjects"]["agronomy"]["truncated"] == 1
         assert sum(r["subjects"]["agronomy"]["shots"].values()) == 3
