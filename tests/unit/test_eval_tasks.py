@@ -64,6 +64,15 @@ def test_ceval_layout_scores_val(tmp_path: Path) -> None:
     assert s.questions[0].answer == 3 and s.shots[0].answer == 0
     with pytest.raises(UserError, match="test has no answers"):
         load_task("ceval", tmp_path, "test")
+    # Scored in both modes under C-Eval's own header.
+    from eval_helpers import tiny_model, tokenizer
+
+    from langgraft.eval import McOptions, evaluate_mc
+
+    r = evaluate_mc(tiny_model(), tokenizer(), task, McOptions(mode="both"))
+    assert r["overall"]["n"] == 1 and r["metrics"] == ["first_token_acc", "loglik_acc"]
+    assert r["templates"]["zh"]["header"].startswith("以下是中国关于{subject}考试的单项选择题")
+    assert r["records"][0]["shots"] == 1
 
 
 def test_agieval_layout(tmp_path: Path) -> None:
