@@ -180,7 +180,7 @@ def main() -> int:
             order = ["langgraft", "lm-eval"] if rnd % 2 == 0 else ["lm-eval", "langgraft"]
             for tool in order:
                 if tool == "lm-eval":
-                    out = tmp / f"lm-{shots}"
+                    out = tmp / f"lm-{shots}-{rnd}"
                     shutil.rmtree(out, ignore_errors=True)
                     cmd = [*lm_cmd, "--output_path", str(out)]
                 else:
@@ -189,7 +189,7 @@ def main() -> int:
                 print(
                     f"{shots}-shot round {rnd + 1}: {tool:9s} {times[tool][-1]:7.1f} s", flush=True
                 )
-        same, n, diff = agreement(tmp / f"ours-{shots}", tmp / f"lm-{shots}")
+        same, n, diff = agreement(tmp / f"ours-{shots}", tmp / f"lm-{shots}-{args.rounds - 1}")
         ours_s, lm_s = statistics.median(times["langgraft"]), statistics.median(times["lm-eval"])
         ratio = lm_s / ours_s
         print(
