@@ -2,6 +2,9 @@
 through small task adapters and one scorer, and text loss comparable across tokenizers.
 
     langgraft eval mc --task cmmlu --data ../shared/data/eval/cmmlu --model DIR --out OUT --limit 2
+    langgraft eval mc --task agieval --data ../shared/data/eval/agieval --model DIR --out OUT \
+        --prompt colossal          # 5-shot, combined metric (first-token OR greedy exact match)
+    langgraft eval mc --compare base/cmmlu grafted/cmmlu     # forgetting: delta vs 2x SE
     langgraft eval text --model DIR --data ../shared/data/corpus/zh/hongloumeng.txt --out OUT
 
 From Python (e.g. a periodic probe inside training):

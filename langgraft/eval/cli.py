@@ -58,7 +58,9 @@ class McConfig(ModelArgs, McOptions):
     split: str | None = None
     """Split to score (default: test; val for C-Eval, whose test has no answers)."""
     compare: list[Path] = field(default_factory=list)
-    """Instead of evaluating: print these results (files or directories) side by side."""
+    """Instead of evaluating: print these results (files or directories) side by side; with two
+    or more models, also each one against the first (the base): delta and whether it exceeds 2x
+    its standard error (paired over the questions when predictions.jsonl is beside both)."""
 
 
 @dataclass
@@ -73,6 +75,9 @@ class TextConfig(ModelArgs):
     """Window length in tokens (BOS included)."""
     batch_size: int = 2
     """Windows per forward pass."""
+    compare: list[Path] = field(default_factory=list)
+    """Instead of evaluating: bits/char per corpus of these text results (files or directories),
+    the first as the base, with each difference and whether it exceeds 2x its standard error."""
 
 
 def load_model(args: ModelArgs) -> tuple[Any, Any]:
@@ -107,27 +112,26 @@ def load_model(args: ModelArgs) -> tuple[Any, Any]:
 
 
 def run_mc(args: argparse.Namespace) -> int:
-    from langgraft.eval.report import compare, write_results
+    from langgraft.eval.mc import check_options
+    from langgraft.eval.report import compare, counts_table, forgetting, write_results
     from langgraft.eval.tasks import load_task
     from langgraft.fsutil import atomic_output_dir
 
     cfg = from_namespace(McConfig, args)
     if cfg.compare:
         print(compare(cfg.compare), end="")
+        delta = forgetting(cfg.compare)
+        if delta:
+            print("\n" + delta, end="")
         return 0
     for name in ("task", "data", "model", "out"):
         if getattr(cfg, name) is None:
             raise UserError(f"--{name} is required (or give --compare RESULTS...)")
-    task = load_task(cfg.task, cfg.data, cfg.split)
-    log.info(
-        "%s/%s: %d subjects, %d questions",
-        task.name,
-        task.split,
-        len(task.subjects),
-        task.num_questions(),
-    )
-    model, tokenizer = load_model(cfg)
     opts = McOptions(**{k: getattr(cfg, k) for k in McOptions.__dataclass_fields__})
+    check_options(opts)
+    task = load_task(cfg.task, cfg.data, cfg.split)
+    print(counts_table(task), flush=True)
+    model, tokenizer = load_model(cfg)
     with atomic_output_dir(cfg.out, cfg.overwrite, [cfg.model, cfg.tokenizer, cfg.data]) as tmp:
         from langgraft.eval.mc import evaluate_mc
 
@@ -152,6 +156,17 @@ def run_text(args: argparse.Namespace) -> int:
     from langgraft.fsutil import atomic_output_dir
 
     cfg = from_namespace(TextConfig, args)
+    if cfg.compare:
+        from langgraft.eval.text import compare_text
+
+        if len(cfg.compare) < 2:
+            raise UserError("--compare needs a base and at least one other text result")
+        print(compare_text(cfg.compare[0], cfg.compare[1:]), end="")
+        return 0
+    if cfg.max_length < 2:
+        raise UserError(f"--max-length {cfg.max_length}: a window needs BOS and a token (>= 2)")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be >= 1")
     if not cfg.data:
         raise UserError("--data needs at least one corpus file")
     if cfg.out is None:

@@ -26,6 +26,18 @@ class MCQuestion:
     """Index of the correct letter (0 = A)."""
     source: str
     """`file:row` where the question came from, for error messages and predictions."""
+    passage: str = ""
+    """Reading passage the question refers to (AGIEval), kept apart: each benchmark's prompt
+    places it differently."""
+    options_raw: tuple[str, ...] = ()
+    """Options exactly as the release writes them, e.g. `(A)text` (AGIEval prompts quote them)."""
+    label: str = ""
+    """The answer as the release writes it when it is not one letter (a few-shot example with
+    several answers); shots print it, nothing scores it."""
+
+    @property
+    def answer_text(self) -> str:
+        return self.label or LETTERS[self.answer]
 
 
 @dataclass
@@ -42,8 +54,12 @@ class Subject:
     """The split being scored."""
     shots: list[MCQuestion] = field(default_factory=list)
     """Few-shot pool (the dev split), used in order."""
-    skipped: int = 0
-    """Well-formed rows left out because they are not 4-option single-choice."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Rows of the release that the protocol does not score, counted per reason
+    (`multi-answer`, `missing answer`, `not 4 options`, ...)."""
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
 @dataclass
@@ -52,6 +68,8 @@ class Task:
     split: str
     default_shots: int
     subjects: dict[str, Subject]
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Files of the release that the protocol does not score at all: `{file: reason}`."""
 
     def num_questions(self) -> int:
         return sum(len(s.questions) for s in self.subjects.values())
@@ -108,20 +126,34 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to read") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{line_no}: expected a JSON object per line")
-            yield line_no, obj
+    try:
+        f = path.open(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        line_no = 0
+        try:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
+                except RecursionError:
+                    raise UserError(f"{path}:{line_no}: JSON nested too deeply to read") from None
+                if not isinstance(obj, dict):
+                    raise UserError(f"{path}:{line_no}: expected a JSON object per line")
+                yield line_no, obj
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{line_no + 1}: not UTF-8 text") from None
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -47,7 +47,7 @@ def summarize(task: Task, records: list[dict], metrics: list[str]) -> dict[str, 
             "display": s.display,
             "categories": list(s.categories),
             "n": len(recs),
-            "skipped": s.skipped,
+            "skipped": dict(sorted(s.skipped.items())),
             "truncated": sum(r["truncated"] for r in recs),
             "shots": dict(sorted(_count(r["shots"] for r in recs).items())),
         }
@@ -78,8 +78,32 @@ def summarize(task: Task, records: list[dict], metrics: list[str]) -> dict[str, 
         "overall": overall,
         "categories": categories,
         "subjects": dict(sorted(subjects.items())),
-        "skipped": sum(s.skipped for s in task.subjects.values()),
+        "skipped": sum(n for s in task.subjects.values() for n in s.skipped.values()),
+        "skipped_by_reason": skipped_by_reason(task),
+        "left_out": dict(task.left_out),
     }
+
+
+def skipped_by_reason(task: Task) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for s in task.subjects.values():
+        for reason, n in s.skipped.items():
+            out[reason] += n
+    return dict(sorted(out.items()))
+
+
+def counts_table(task: Task) -> str:
+    """Scored and skipped rows per subset, as printed before a run."""
+    lines = [f"{task.name}/{task.split}: scored questions per subset"]
+    for name, s in task.subjects.items():
+        skipped = ", ".join(f"{n} {r}" for r, n in sorted(s.skipped.items()))
+        lines.append(
+            f"  {name:40s} {len(s.questions):6d}" + (f"  (skipped: {skipped})" if skipped else "")
+        )
+    lines.append(f"  {'total':40s} {task.num_questions():6d}")
+    for f, reason in task.left_out.items():
+        lines.append(f"  left out: {f} ({reason})")
+    return "\n".join(lines)
 
 
 def _count(xs) -> dict[int, int]:
@@ -175,4 +199,74 @@ def compare(paths: list[str | Path], metric: str | None = None) -> str:
     lines.append("|---|" + "---:|" * len(tasks))
     for model, row in table.items():
         lines.append(f"| {model} | " + " | ".join(row.get(t, "–") for t in tasks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _predictions(path: str | Path) -> dict[str, dict] | None:
+    p = Path(path)
+    pred = (p if p.is_dir() else p.parent) / "predictions.jsonl"
+    if not pred.is_file():
+        return None
+    out = {}
+    with pred.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                out[r["source"]] = r["correct"]
+    return out
+
+
+def _delta_se(base: dict, other: dict, pb, po, metric: str) -> tuple[float, str]:
+    """Standard error of other - base: paired over the same questions when both runs kept their
+    predictions (far tighter: the questions' difficulty cancels), else the two SEs combined."""
+    if pb and po and set(pb) == set(po) and all(metric in c for c in pb.values()):
+        d = [float(po[s][metric]) - float(pb[s][metric]) for s in pb]
+        n = len(d)
+        if n > 1:
+            mean = sum(d) / n
+            return math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n), "paired"
+    sb, so = base["overall"][metric]["stderr"], other["overall"][metric]["stderr"]
+    return math.sqrt(sb * sb + so * so), "unpaired"
+
+
+def forgetting(paths: list[str | Path], metric: str | None = None) -> str:
+    """Base (the first model given) vs each other model, per benchmark: accuracy, the difference
+    in points and whether it exceeds twice its standard error."""
+    runs: dict[str, dict[str, tuple[Path, dict]]] = defaultdict(dict)
+    for p in paths:
+        r = load_result(p)
+        runs[r.get("model") or str(p)][r["task"]] = (Path(p), r)
+    models = list(runs)
+    if len(models) < 2:
+        return ""
+    base = models[0]
+    lines = [
+        f"| benchmark | model | acc | Δ vs {base} (points) | 2×SE | beyond 2×SE | SE |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    tasks = [t for t in TASK_ORDER if t in runs[base]] + sorted(set(runs[base]) - set(TASK_ORDER))
+    for task in tasks:
+        pb_path, rb = runs[base][task]
+        m = metric or rb["headline"]
+        lines.append(
+            f"| {TASK_TITLES.get(task, task)} | {base} (base) | {100 * rb['overall'][m]['acc']:.2f} | | | | |"
+        )
+        for model in models[1:]:
+            if task not in runs[model]:
+                continue
+            po_path, ro = runs[model][task]
+            if m not in ro["overall"]:
+                raise UserError(f"{po_path}: has no metric {m!r} to compare with {pb_path}")
+            if ro["overall"]["n"] != rb["overall"]["n"]:
+                raise UserError(
+                    f"{po_path}: {ro['overall']['n']} questions vs {rb['overall']['n']} in "
+                    f"{pb_path}; compare runs over the same questions"
+                )
+            se, kind = _delta_se(rb, ro, _predictions(pb_path), _predictions(po_path), m)
+            d = ro["overall"][m]["acc"] - rb["overall"][m]["acc"]
+            beyond = "yes" if abs(d) > 2 * se else "no"
+            lines.append(
+                f"| {TASK_TITLES.get(task, task)} | {model} | {100 * ro['overall'][m]['acc']:.2f} | "
+                f"{100 * d:+.2f} | {200 * se:.2f} | {beyond} | {kind} |"
+            )
     return "\n".join(lines) + "\n"

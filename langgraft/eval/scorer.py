@@ -99,21 +99,44 @@ def score_naive(model: Any, requests: list[Request]) -> list[list[Any]]:
     return out
 
 
-def _length_batches(lengths: list[int], batch_size: int, min_fill: float = 0.75) -> list[list[int]]:
-    """Split rows sorted by decreasing length into batches of at most `batch_size` rows, starting
-    a new batch when a row is shorter than `min_fill` of the batch width: question lengths are
-    skewed (CMMLU: mean 120 tokens, max 615), and padding every row to the longest one would waste
-    most of the compute."""
+# Tokens (rows x padded width) per suffix forward pass when no --batch-size is given: on a CPU a
+# tiny model is bound by per-call overhead up to ~2k tokens and by memory traffic after; a GPU
+# wants large batches to fill its cores (an H200 runs a 7B model's 32k-token batch in one pass).
+BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
+
+
+def batch_token_budget(device: Any) -> int:
+    return BATCH_TOKENS.get(getattr(device, "type", str(device)), BATCH_TOKENS["cpu"])
+
+
+def _length_batches(
+    lengths: list[int],
+    batch_size: int | None,
+    min_fill: float = 0.75,
+    max_tokens: int | None = None,
+) -> list[list[int]]:
+    """Split rows sorted by decreasing length into batches of at most `batch_size` rows (or, with
+    `batch_size=None`, as many as fit `max_tokens` padded tokens), starting a new batch when a row
+    is shorter than `min_fill` of the batch width: question lengths are skewed (CMMLU: mean 120
+    tokens, max 615), and padding every row to the longest one would waste most of the compute."""
     batches: list[list[int]] = []
     for j, n in enumerate(lengths):
-        if not batches or len(batches[-1]) == batch_size or n < min_fill * lengths[batches[-1][0]]:
+        if batches:
+            width = lengths[batches[-1][0]]
+            rows = len(batches[-1])
+            full = (
+                rows >= batch_size
+                if batch_size is not None
+                else (rows + 1) * width > (max_tokens or BATCH_TOKENS["cpu"])
+            )
+        if not batches or full or n < min_fill * lengths[batches[-1][0]]:
             batches.append([])
         batches[-1].append(j)
     return batches
 
 
 def score_shared_prefix(
-    model: Any, requests: list[Request], batch_size: int = 16
+    model: Any, requests: list[Request], batch_size: int | None = 16
 ) -> list[list[Any]]:
     """Run the common prefix once, then the suffixes in batches behind a copy of its KV cache."""
     import torch
@@ -129,7 +152,9 @@ def score_shared_prefix(
             prefix_kv = [(k, v) for k, v, *_ in cache]
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i].ids))
         results: list[list[Any]] = [[] for _ in requests]
-        for idx in _length_batches([len(requests[i].ids) - p for i in order], batch_size):
+        lengths = [len(requests[i].ids) - p for i in order]
+        budget = batch_token_budget(device)
+        for idx in _length_batches(lengths, batch_size, max_tokens=budget):
             batch = [requests[order[j]] for j in idx]
             width = max(len(r.ids) - p for r in batch)
             n_reads = max(len(r.reads) for r in batch)
@@ -162,7 +187,7 @@ def score_shared_prefix(
 
 
 def score_requests(
-    model: Any, requests: list[Request], batch_size: int = 16, shared_prefix: bool = True
+    model: Any, requests: list[Request], batch_size: int | None = 16, shared_prefix: bool = True
 ) -> list[list[Any]]:
     """Log-probabilities for every read of every request, by either path."""
     if shared_prefix:

@@ -12,6 +12,7 @@ window sees no earlier text: the reported loss is a slight over-estimate for sho
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -39,6 +40,9 @@ class TextLoss:
     """Model inputs the documents were cut into."""
     max_length: int = 0
     """Window length used (BOS included)."""
+    nats_per_char_stderr: float = float("nan")
+    """Standard error of nats/char over the windows (ratio estimator; adjacent windows of one
+    text are not independent, so this is a lower bound on the true uncertainty)."""
 
     @property
     def loss_per_token(self) -> float:
@@ -52,6 +56,10 @@ class TextLoss:
     def bits_per_byte(self) -> float:
         return self.nll / math.log(2) / self.bytes
 
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / math.log(2)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
@@ -59,6 +67,8 @@ class TextLoss:
             "perplexity_per_token": math.exp(min(self.loss_per_token, 700)),
             "nats_per_char": self.nats_per_char,
             "bits_per_byte": self.bits_per_byte,
+            "bits_per_char": self.bits_per_char,
+            "bits_per_char_stderr": self.nats_per_char_stderr / math.log(2),
         }
 
 
@@ -70,17 +80,22 @@ def read_corpus(
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such corpus file")
+    if max_chars is not None and max_chars < 0:
+        raise UserError(f"--max-chars {max_chars}: must be >= 0 (0: all)")
     if p.suffix == ".jsonl":
         docs = []
         for line, row in read_jsonl(p):
             if not isinstance(row.get(text_key), str):
                 raise UserError(f"{p}:{line}: no string field {text_key!r}; set --text-key")
+            _check_encodable(row[text_key], f"{p}:{line}")
             docs.append(row[text_key])
     elif p.suffix in (".txt", ".text", ""):
         try:
             docs = [p.read_text(encoding="utf-8").replace("\r\n", "\n")]
         except UnicodeDecodeError:
             raise UserError(f"{p}: not UTF-8 text") from None
+        except OSError as e:
+            raise UserError(f"{p}: cannot read ({e.strerror})") from None
     else:
         raise UserError(f"{p}: unknown corpus format {p.suffix!r}; use .txt or .jsonl")
     if max_chars:
@@ -91,7 +106,21 @@ def read_corpus(
             out.append(d[:left])
             left -= len(out[-1])
         docs = out
-    return [d for d in docs if d]
+    docs = [d for d in docs if d]
+    if not docs:
+        raise UserError(f"{p}: no text to score (empty file or empty {text_key!r} fields)")
+    return docs
+
+
+def _check_encodable(text: str, where: str) -> None:
+    """JSON may spell lone surrogates ("\\ud800"), which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(
+            f"{where}: text holds a lone surrogate {text[e.start]!r} at character {e.start}; "
+            "fix the JSON escape"
+        ) from None
 
 
 def _windows(ids: list[int], size: int) -> list[list[int]]:
@@ -109,6 +138,12 @@ def evaluate_text(
     """Total loss of `model` over `docs`; see the module docstring for the windowing."""
     import torch
 
+    if max_length < 2:
+        raise UserError(f"--max-length {max_length}: a window needs BOS and a token (>= 2)")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be >= 1")
+    if not any(docs):
+        raise UserError(f"{name}: no text to score")
     limit = int(getattr(model.config, "max_position_embeddings", max_length))
     if max_length > limit:
         # Positions past the trained context are not an error for RoPE, just meaningless.
@@ -121,12 +156,14 @@ def evaluate_text(
         raise UserError("tokenizer has no BOS token; text loss scores every token behind BOS")
     rows: list[list[int]] = []
     tokens = 0
-    for doc in docs:
+    for i, doc in enumerate(docs):
+        _check_encodable(doc, f"{name}: document {i + 1}")
         ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
         tokens += len(ids)
         rows += [[bos, *w] for w in _windows(ids, max_length - 1)]
     rows.sort(key=len, reverse=True)
     nll = 0.0
+    row_nll: list[float] = []
     model.eval()
     with torch.inference_mode():
         for start in tqdm(range(0, len(rows), batch_size), desc=name, unit="batch", disable=None):
@@ -139,15 +176,34 @@ def evaluate_text(
                 labels[i, 1 : len(r)] = torch.tensor(r[1:])
             # Right padding under causal attention: real tokens never attend to the pads.
             logits = model(input_ids=ids.to(model.device), use_cache=False).logits.float()
-            nll += torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]),
-                labels[:, 1:].reshape(-1).to(logits.device),
+            per_token = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2),
+                labels[:, 1:].to(logits.device),
                 ignore_index=-100,
-                reduction="sum",
-            ).item()
+                reduction="none",
+            )
+            sums = per_token.sum(dim=1).tolist()
+            row_nll += sums
+            nll += sum(sums)
     chars = sum(len(d) for d in docs)
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
-    return TextLoss(name, len(docs), tokens, chars, nbytes, nll, len(rows), max_length)
+    # Characters per window, for the standard error only: decoded lengths, scaled to the exact
+    # total (a SentencePiece window's leading space makes decode() approximate).
+    approx = [max(1, len(tokenizer.decode(r[1:]))) for r in rows]
+    scale = chars / sum(approx)
+    se = _ratio_stderr(row_nll, [a * scale for a in approx])
+    return TextLoss(name, len(docs), tokens, chars, nbytes, nll, len(rows), max_length, se)
+
+
+def _ratio_stderr(y: list[float], x: list[float]) -> float:
+    """Standard error of sum(y)/sum(x) over n units (delta method)."""
+    n = len(y)
+    if n < 2:
+        return float("nan")
+    r = sum(y) / sum(x)
+    mean_x = sum(x) / n
+    var = sum((yi - r * xi) ** 2 for yi, xi in zip(y, x, strict=True)) / (n * (n - 1))
+    return math.sqrt(var) / mean_x
 
 
 def markdown(results: list[TextLoss], model: str) -> str:
@@ -161,4 +217,52 @@ def markdown(results: list[TextLoss], model: str) -> str:
             f"| {r.name} | {r.tokens} | {r.chars} | {r.loss_per_token:.4f} | "
             f"{r.nats_per_char:.4f} | {r.bits_per_byte:.4f} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def load_text_result(path: str | Path) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "text_results.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file (give a text_results.json or its directory)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{p}: not a `langgraft eval text` results file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("corpora"), list):
+        raise UserError(f"{p}: not a `langgraft eval text` results file")
+    return data
+
+
+def compare_text(base: str | Path, others: list[str | Path]) -> str:
+    """Bits per character per corpus: base vs each other model, with the difference and whether
+    it exceeds twice its standard error (the two runs' standard errors combined)."""
+    b = load_text_result(base)
+    lines = [
+        "| corpus | model | bits/char | Δ vs "
+        + str(b.get("model", base))
+        + " | 2×SE | beyond 2×SE |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    by_name = {c["name"]: c for c in b["corpora"]}
+    for name, c0 in by_name.items():
+        lines.append(
+            f"| {name} | {b.get('model', base)} (base) | {c0['bits_per_char']:.4f} | | | |"
+        )
+        for o in others:
+            r = load_text_result(o)
+            c1 = next((c for c in r["corpora"] if c["name"] == name), None)
+            if c1 is None:
+                continue
+            d = c1["bits_per_char"] - c0["bits_per_char"]
+            se = math.sqrt(
+                c0.get("bits_per_char_stderr", float("nan")) ** 2
+                + c1.get("bits_per_char_stderr", float("nan")) ** 2
+            )
+            sig = "yes" if abs(d) > 2 * se else ("no" if se == se else "n/a")
+            lines.append(
+                f"| {name} | {r.get('model', o)} | {c1['bits_per_char']:.4f} | {d:+.4f} | "
+                f"{2 * se:.4f} | {sig} |"
+            )
     return "\n".join(lines) + "\n"

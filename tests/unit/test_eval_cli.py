@@ -113,3 +113,15 @@ def test_cli_help_lists_eval(capsys) -> None:
         main(["eval", "--help"])
     out = capsys.readouterr().out
     assert "mc" in out and "text" in out
+
+
+def test_meaningless_limits_exit_2(model_dir: Path, tmp_path: Path, capsys) -> None:
+    base = ["--model", str(model_dir), "--out", str(tmp_path / "o")]
+    mc = ["eval", "mc", "--task", "cmmlu", "--data", str(CMMLU), *base]
+    assert main([*mc, "--limit", "-1"]) == 2
+    assert "--limit -1: must be >= 1" in capsys.readouterr().err
+    corpus = str(SHARED_DATA / "corpus" / "en" / "tinyshakespeare.txt")
+    for n in ("0", "1"):
+        assert main(["eval", "text", *base, "--data", corpus, "--max-length", n]) == 2
+        assert f"--max-length {n}: a window needs BOS" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

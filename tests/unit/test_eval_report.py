@@ -21,7 +21,9 @@ def _task() -> Task:
         default_shots=5,
         subjects={
             "s1": Subject("s1", "一", ("STEM",), "zh", [q] * 4),
-            "s2": Subject("s2", "二", ("Other", "China specific"), "zh", [q] * 2, skipped=1),
+            "s2": Subject(
+                "s2", "二", ("Other", "China specific"), "zh", [q] * 2, skipped={"multi-answer": 1}
+            ),
         },
     )
 
@@ -58,7 +60,8 @@ def test_summary_micro_macro_and_categories() -> None:
     assert ov["first_token_acc_macro"]["acc"] == pytest.approx((0.75 + 0.0) / 2)
     assert res["categories"]["STEM"]["first_token_acc"]["acc"] == 0.75
     assert res["categories"]["China specific"]["n"] == 2
-    assert res["subjects"]["s2"]["skipped"] == 1 and res["skipped"] == 1
+    assert res["subjects"]["s2"]["skipped"] == {"multi-answer": 1} and res["skipped"] == 1
+    assert res["skipped_by_reason"] == {"multi-answer": 1}
     assert res["subjects"]["s1"]["shots"] == {5: 4}
 
 
@@ -88,3 +91,46 @@ def test_write_results_and_compare(tmp_path: Path) -> None:
         compare([tmp_path / "bad.json"])
     with pytest.raises(UserError, match="has no metric 'loglik_acc'"):
         compare([tmp_path / "a"], metric="loglik_acc")
+
+
+def _run(tmp_path: Path, name: str, correct: list[bool], with_predictions: bool = True) -> Path:
+    task = Task(
+        name="cmmlu",
+        split="test",
+        default_shots=5,
+        subjects={
+            "s1": Subject(
+                "s1", "一", ("STEM",), "zh", [MCQuestion("q", ("a",) * 4, 0, "f")] * len(correct)
+            )
+        },
+    )
+    records = [{**r, "source": f"f:{i}"} for i, r in enumerate(_records({"s1": correct}))]
+    res = summarize(task, records, ["first_token_acc"])
+    out = tmp_path / name
+    out.mkdir()
+    write_results(out, {"model": name, **res, "records": records if with_predictions else []})
+    if not with_predictions:
+        (out / "predictions.jsonl").unlink()
+    return out
+
+
+def test_forgetting_table_paired_and_unpaired(tmp_path: Path) -> None:
+    from langgraft.eval.report import forgetting
+
+    base = _run(tmp_path, "base", [True] * 50 + [False] * 50)
+    # 40 questions turned wrong, none turned right: paired d = -1 on 40 of 100.
+    worse = _run(tmp_path, "grafted", [True] * 10 + [False] * 90)
+    rows = forgetting([base, worse]).splitlines()
+    assert rows[2] == "| CMMLU | base (base) | 50.00 | | | | |"
+    # paired SE: d has mean -0.4, sample var 0.4*0.6*100/99 -> se = sqrt(0.2424/100) = 0.04924
+    se = math.sqrt(0.4 * 0.6 * 100 / 99 / 100)
+    assert rows[3] == f"| CMMLU | grafted | 10.00 | -40.00 | {200 * se:.2f} | yes | paired |"
+    # Without predictions: the two runs' SEs combined.
+    worse2 = _run(tmp_path, "close", [True] * 48 + [False] * 52, with_predictions=False)
+    row = forgetting([base, worse2]).splitlines()[3]
+    se2 = math.sqrt(0.25 / 99 + 0.48 * 0.52 / 99)
+    assert row == f"| CMMLU | close | 48.00 | -2.00 | {200 * se2:.2f} | no | unpaired |"
+    assert forgetting([base]) == ""
+    fewer = _run(tmp_path, "fewer", [True] * 10)
+    with pytest.raises(UserError, match="10 questions vs 100"):
+        forgetting([base, fewer])

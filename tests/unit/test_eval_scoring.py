@@ -156,18 +156,38 @@ def test_shots_dropped_before_question_is_cut(tmp_path: Path) -> None:
     write_csv(tmp_path / "dev" / "agronomy.csv", dev, header)
     write_csv(tmp_path / "test" / "agronomy.csv", test, header)
     task = load_task("cmmlu", tmp_path)
+    # By hand: the most shots whose prompt leaves one token for the answer within 512.
+    shot = "短题" * 5 + "\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案：A\n\n"
+    head = "以下是关于农学的单项选择题，请直接给出正确答案的选项。\n\n"
+    body = "长" * 250 + "\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案："
+    expected_long_shots = max(
+        k for k in range(6) if len(tokenizer()(head + shot * k + body)["input_ids"]) <= 511
+    )
+    assert 0 < expected_long_shots < 5  # the case exercises dropping, not all-or-nothing
     for shared in (True, False):
         r = evaluate_mc(
             tiny_model(), tokenizer(), task, McOptions(max_length=512, shared_prefix=shared)
         )
         short, long_, huge = r["records"]
         assert short["shots"] == 5 and not short["truncated"] and short["tokens"] <= 511
-        assert 0 < long_["shots"] < 5 and not long_["truncated"]
+        assert long_["shots"] == expected_long_shots and not long_["truncated"]
         assert huge["shots"] == 0 and huge["truncated"] and huge["tokens"] == 511
         assert r["subjects"]["agronomy"]["truncated"] == 1
         assert sum(r["subjects"]["agronomy"]["shots"].values()) == 3
-    # The truncated prompt keeps its start (BOS + header) and its end (the answer cue).
-    assert huge["first_token"]["pred"] in "ABCD"
+    # The truncated prompt keeps its start (BOS + header) and its end (the answer cue): scored
+    # from the first 255 and the last 256 tokens of the 0-shot prompt, computed here by hand.
+    tok = tokenizer()
+    ids = tok(
+        "以下是关于农学的单项选择题，请直接给出正确答案的选项。\n\n"
+        + "巨" * 1200
+        + "\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案："
+    )["input_ids"]
+    cut = ids[:255] + ids[-256:]
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_model()(torch.tensor([cut])).logits[0, -1].float(), -1)
+    hand = [max(logp[tok.convert_tokens_to_ids(p)] for p in (L, "▁" + L)).item() for L in "ABCD"]
+    assert huge["first_token"]["scores"] == pytest.approx(hand, abs=1e-5)
+    assert huge["first_token"]["pred"] == "ABCD"[max(range(4), key=hand.__getitem__)]
 
 
 def test_bad_options_are_user_errors(zh_task, tmp_path: Path) -> None:
@@ -177,7 +197,7 @@ def test_bad_options_are_user_errors(zh_task, tmp_path: Path) -> None:
         evaluate_mc(tiny_model(), tokenizer(), zh_task, McOptions(subjects=["nope"]))
     zh_task.subjects["agronomy"].shots, saved = [], zh_task.subjects["agronomy"].shots
     try:
-        with pytest.raises(UserError, match="no dev examples; use --shots 0"):
+        with pytest.raises(UserError, match="no few-shot examples .*; use --shots 0"):
             evaluate_mc(tiny_model(), tokenizer(), zh_task, McOptions(shots=3))
     finally:
         zh_task.subjects["agronomy"].shots = saved
@@ -195,10 +215,57 @@ def test_length_batches_bound_padding() -> None:
     assert batches[0] == [0] and [3, 4, 5, 6] in batches
 
 
+def test_length_batches_by_token_budget() -> None:
+    from langgraft.eval.scorer import _length_batches, batch_token_budget
+
+    lengths = [100] * 10 + [90] * 10
+    # 350 tokens: three rows of width 100 fit, a fourth would make 400.
+    batches = _length_batches(lengths, None, max_tokens=350)
+    assert [len(b) for b in batches] == [3, 3, 3, 3, 3, 3, 2]  # row 9 (100) takes 10, 11 (90)
+    assert [j for b in batches for j in b] == list(range(20))
+    assert batch_token_budget(torch.device("cpu")) == 2048
+    assert batch_token_budget(torch.device("cuda", 0)) == 32768
+
+
 def test_probe_api_for_training_loops() -> None:
     from langgraft.eval import probe_mc
 
     task = load_task("cmmlu", CMMLU)
     accs = probe_mc(tiny_model(), tokenizer(), task, limit=2, subjects=["arts", "genetics"])
     assert set(accs) == {"first_token_acc", "first_token_acc/Humanities", "first_token_acc/STEM"}
-    assert all(0.0 <= v <= 1.0 for v in accs.values())
+    # Known answer: the official CMMLU prompt of each question scored by hand.
+    tok, correct = tokenizer(), {}
+    for name, display in (("arts", "艺术学"), ("genetics", "遗传学")):
+        s = task.subjects[name]
+        shots = "".join(
+            f"{q.question}\n"
+            + "".join(f"{L}. {t}\n" for L, t in zip("ABCD", q.options, strict=True))
+            + f"答案：{'ABCD'[q.answer]}\n\n"
+            for q in s.shots
+        )
+        for q in s.questions[:2]:
+            body = (
+                q.question
+                + "\n"
+                + "".join(f"{L}. {t}\n" for L, t in zip("ABCD", q.options, strict=True))
+            )
+            logp = _last_logprobs(
+                f"以下是关于{display}的单项选择题，请直接给出正确答案的选项。\n\n{shots}{body}答案："
+            )
+            hand = [max(logp[tok.convert_tokens_to_ids(p)] for p in (L, "▁" + L)) for L in "ABCD"]
+            correct.setdefault(name, []).append(max(range(4), key=hand.__getitem__) == q.answer)
+    assert accs["first_token_acc/Humanities"] == sum(correct["arts"]) / 2
+    assert accs["first_token_acc/STEM"] == sum(correct["genetics"]) / 2
+    assert accs["first_token_acc"] == sum(correct["arts"] + correct["genetics"]) / 4
+
+
+def test_limit_and_shots_must_be_meaningful(zh_task) -> None:
+    # `--limit -1` used to slice off the last question of each subject.
+    for opts, msg in (
+        (McOptions(limit=-1), "--limit -1: must be >= 1"),
+        (McOptions(limit=0), "--limit 0: must be >= 1"),
+        (McOptions(shots=-2), "--shots -2: must be >= 0"),
+        (McOptions(batch_size=0), "--batch-size 0"),
+    ):
+        with pytest.raises(UserError, match=msg):
+            evaluate_mc(tiny_model(), tokenizer(), zh_task, opts)

@@ -64,6 +64,15 @@ def test_ceval_layout_scores_val(tmp_path: Path) -> None:
     assert s.questions[0].answer == 3 and s.shots[0].answer == 0
     with pytest.raises(UserError, match="test has no answers"):
         load_task("ceval", tmp_path, "test")
+    # Scored in both modes under C-Eval's own header.
+    from eval_helpers import tiny_model, tokenizer
+
+    from langgraft.eval import McOptions, evaluate_mc
+
+    r = evaluate_mc(tiny_model(), tokenizer(), task, McOptions(mode="both"))
+    assert r["overall"]["n"] == 1 and r["metrics"] == ["first_token_acc", "loglik_acc"]
+    assert r["templates"]["zh"]["header"].startswith("以下是中国关于{subject}考试的单项选择题")
+    assert r["records"][0]["shots"] == 1
 
 
 def test_agieval_layout(tmp_path: Path) -> None:
@@ -83,34 +92,74 @@ def test_agieval_layout(tmp_path: Path) -> None:
             "label": ["A", "C"],
         },
         {"passage": None, "question": "Q3?", "options": ["(A) x", "(B) y", "(C) z"], "label": "A"},
+        {
+            "passage": None,
+            "question": "Q4?",
+            "options": ["(A)a", "(B)b", "(C)c", "(D)d"],
+            "label": "AD",
+        },
+        {
+            "passage": None,
+            "question": "Q5?",
+            "options": ["(A)a", "(B)b", "(C)c", "(D)d"],
+            "label": [],
+        },
+        {
+            "passage": None,
+            "question": "Q6?",
+            "options": ["A a", "B b", "(C)c", "(C)d"],
+            "label": "D",
+        },
     ]
     (root / "logiqa-zh.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (root / "lsat-ar.jsonl").write_text(json.dumps(rows[0]) + "\n")  # 5-option subset: left out
+    (root / "math.jsonl").write_text(json.dumps(rows[0]) + "\n")  # cloze: left out
+    shots = [
+        ["", "logiqa-zh"],
+        [
+            "sample 1",
+            str({"passage": None, "question": "S?", "options": ["(A)x", "(B)y"], "label": "B"}),
+        ],
+        ["explanation 1", "because"],
+    ]
+    write_csv(tmp_path / "data" / "few_shot_prompts.csv", shots)
     task = load_task("agieval", tmp_path)
-    assert list(task.subjects) == ["logiqa-zh"] and task.default_shots == 0
+    assert list(task.subjects) == ["logiqa-zh"] and task.default_shots == 5
+    assert task.left_out == {"lsat-ar.jsonl": "5 options", "math.jsonl": "cloze"}
     s = task.subjects["logiqa-zh"]
-    assert s.skipped == 2 and len(s.questions) == 1  # multi-answer and 3-option rows
+    assert s.skipped == {"multi-answer": 2, "not 4 options": 1, "missing answer": 1}
+    assert [q.question for q in s.questions] == ["Q1?", "Q6?"]
     q = s.questions[0]
-    assert (q.question, q.options, q.answer) == ("P.\n\nQ1?", ("a", "b", "c", "d"), 1)
+    assert (q.passage, q.question, q.options, q.answer) == ("P.", "Q1?", ("a", "b", "c", "d"), 1)
+    assert q.options_raw == ("(A)a", "(B)b", "(C)c", "(D)d")
+    # A dirty option prefix is scored as the release writes it (official script, ColossalEval).
+    assert s.questions[1].options == ("A a", "B b", "c", "d") and s.questions[1].answer == 3
+    assert len(s.shots) == 1 and s.shots[0].answer_text == "B"
+    assert load_task("agieval", tmp_path / "data").num_questions() == 2  # data/ given directly
     (root / "logiqa-zh.jsonl").write_text(json.dumps({"question": "Q", "label": "A"}) + "\n")
     with pytest.raises(UserError, match=r"logiqa-zh.jsonl:1: missing key 'options'"):
         load_task("agieval", tmp_path)
 
 
-def test_gaokao_layout(tmp_path: Path) -> None:
-    root = tmp_path / "data" / "Multiple-choice_Questions"
+@pytest.mark.parametrize("layout", ["Data/Objective_Questions", "data/Multiple-choice_Questions"])
+def test_gaokao_layouts(tmp_path: Path, layout: str) -> None:
+    root = tmp_path / layout
     root.mkdir(parents=True)
     example = [
-        {"question": "1．题目\nA．甲\nB．乙\nC．丙\nD．丁", "answer": ["C"], "index": 0},
-        {"question": "2．多选", "answer": ["A", "B"], "index": 1},
+        {"question": "1．题目\nA．甲\nB．乙\nC．丙\nD．丁 ", "answer": ["C"], "index": 0},
+        {"question": "2．多选", "answer": ["AB"], "index": 1},
+        {"question": "3．两小题", "answer": ["A", "B"], "index": 2},
+        {"question": "4．无答案", "answer": [], "index": 3},
     ]
     (root / "2010-2022_Math_I_MCQs.json").write_text(json.dumps({"example": example}))
     (root / "2010-2022_Physics_MCQs.json").write_text(json.dumps({"example": example}))
     task = load_task("gaokao", tmp_path)
     assert list(task.subjects) == ["Math_I_MCQs"] and task.default_shots == 0
+    assert task.left_out == {"2010-2022_Physics_MCQs.json": "multi-answer subset"}
     s = task.subjects["Math_I_MCQs"]
-    assert s.skipped == 1 and s.questions[0].answer == 2 and s.questions[0].options == ()
-    assert s.display == "理科数学"
+    assert s.skipped == {"multi-answer": 1, "multi-question": 1, "missing answer": 1}
+    assert s.questions[0].answer == 2 and s.questions[0].options == ()
+    assert s.questions[0].question == "1．题目\nA．甲\nB．乙\nC．丙\nD．丁"
 
 
 def test_real_cmmlu_counts() -> None:

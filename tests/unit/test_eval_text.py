@@ -56,3 +56,58 @@ def test_read_corpus_formats_and_limits(tmp_path: Path) -> None:
     (tmp_path / "c.csv").write_text("a,b")
     with pytest.raises(UserError, match="unknown corpus format '.csv'"):
         read_corpus(tmp_path / "c.csv")
+
+
+@pytest.mark.parametrize("max_length", [0, 1, -5])
+def test_window_too_short_is_refused(max_length: int) -> None:
+    # 0 used to report a loss of 0.0 and 1 a ValueError from range().
+    with pytest.raises(UserError, match=f"--max-length {max_length}: a window needs BOS"):
+        evaluate_text(tiny_model(), tokenizer(), ["some text"], max_length=max_length)
+
+
+def test_bad_corpora_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(UserError, match=r"empty.txt: no text to score"):
+        read_corpus(tmp_path / "empty.txt")
+    (tmp_path / "blank.jsonl").write_text('{"text": ""}\n{"text": ""}\n')
+    with pytest.raises(UserError, match=r"blank.jsonl: no text to score"):
+        read_corpus(tmp_path / "blank.jsonl")
+    (tmp_path / "sur.jsonl").write_text('{"text": "ok"}\n{"text": "a\\ud800b"}\n')
+    with pytest.raises(UserError, match=r"sur.jsonl:2: text holds a lone surrogate"):
+        read_corpus(tmp_path / "sur.jsonl")
+    (tmp_path / "deep.jsonl").write_text('{"text": "ok"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(UserError, match=r"deep.jsonl:2: JSON nested too deeply"):
+        read_corpus(tmp_path / "deep.jsonl")
+    with pytest.raises(UserError, match="no text to score"):
+        evaluate_text(tiny_model(), tokenizer(), [], name="x")
+    with pytest.raises(UserError, match="lone surrogate"):
+        evaluate_text(tiny_model(), tokenizer(), ["a\ud800"], name="x")
+
+
+def test_ratio_stderr_known_values() -> None:
+    from langgraft.eval.text import _ratio_stderr
+
+    assert _ratio_stderr([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]) == 0.0  # y = 2x exactly
+    # y = (1, 3), x = (1, 1): R = 2, residuals (-1, 1), var = 2 / (2 * 1) = 1, mean x = 1.
+    assert _ratio_stderr([1.0, 3.0], [1.0, 1.0]) == pytest.approx(1.0)
+    assert math.isnan(_ratio_stderr([1.0], [1.0]))
+
+
+def test_text_compare_table(tmp_path: Path) -> None:
+    from langgraft.eval.text import compare_text
+
+    def write(name: str, bpc: float, se: float) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        corpora = [{"name": "zh.txt", "bits_per_char": bpc, "bits_per_char_stderr": se}]
+        (d / "text_results.json").write_text(json.dumps({"model": name, "corpora": corpora}))
+        return d
+
+    base, far, near = write("base", 8.0, 0.1), write("grafted", 3.0, 0.1), write("close", 8.2, 0.1)
+    rows = compare_text(base, [far, near]).splitlines()
+    assert rows[2] == "| zh.txt | base (base) | 8.0000 | | | |"
+    assert rows[3] == "| zh.txt | grafted | 3.0000 | -5.0000 | 0.2828 | yes |"
+    assert rows[4] == "| zh.txt | close | 8.2000 | +0.2000 | 0.2828 | no |"
+    (tmp_path / "junk.json").write_text("[]")
+    with pytest.raises(UserError, match="not a `langgraft eval text` results file"):
+        compare_text(tmp_path / "junk.json", [base])

@@ -1,20 +1,28 @@
-"""AGIEval (Zhong et al.) release layout: `<subset>.jsonl` files (in the directory or its
-`data/v1/`), rows `{passage, question, options: ["(A)...", ...], label}`.
+"""AGIEval (Zhong et al.) as published (ruixiangcui/AGIEval `data/`): `v1/<subset>.jsonl` rows
+`{passage, question, options: ["(A)...", ...], label, answer, other}` and the few-shot examples in
+`few_shot_prompts.csv` (one column per subset; rows `sample i` hold a Python dict literal, read with
+`ast.literal_eval`, which evaluates literals only).
 
-Scored as Colossal-LLaMA-2 reports it: the 4-option single-choice subsets only (lsat-* and aqua-rat
-have 5 options; math and gaokao-mathcloze are cloze). Rows of those subsets that are not 4-option
-single-choice (a few multi-answer or dirty rows) are skipped and counted. The release has no dev
-split, so the default is 0-shot; a `dev/` directory in the same layout enables few-shot.
+`--data` may be the release's `data/` folder, its parent, or `data/v1` itself.
+
+Scored as Colossal-LLaMA-2 reports it: the 4-option subsets only (lsat-* and aqua-rat have 5
+options; math and gaokao-mathcloze are cloze), 5-shot from `few_shot_prompts.csv` (3 where the
+file has only 3 examples). Rows that are not single-choice over A-D are skipped and counted per
+reason: the release has multi-answer rows in `jec-qa-*`, `gaokao-physics` and `gaokao-mathqa`
+(e.g. `gaokao-mathqa.jsonl:149`, label "AD") and one row without a label (`jec-qa-kd.jsonl:212`).
 """
 
 from __future__ import annotations
 
+import ast
+import csv
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from langgraft.errors import UserError
-from langgraft.eval.data import MCQuestion, Subject, Task, clean, letter_index, read_jsonl
+from langgraft.eval.data import LETTERS, MCQuestion, Subject, Task, clean, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -23,32 +31,58 @@ CHINESE = (
     "logiqa-zh jec-qa-kd jec-qa-ca gaokao-chinese gaokao-geography gaokao-history gaokao-biology "
     "gaokao-chemistry gaokao-physics gaokao-mathqa"
 ).split()
-NOT_FOUR_OPTION = "lsat-ar lsat-lr lsat-rc aqua-rat math gaokao-mathcloze".split()
+LEFT_OUT = {
+    **dict.fromkeys("lsat-ar lsat-lr lsat-rc aqua-rat".split(), "5 options"),
+    **dict.fromkeys("math gaokao-mathcloze".split(), "cloze"),
+}
 _OPTION_PREFIX = re.compile(r"^\s*\(?\s*([A-Z])\s*[).．:：]\s*")
 
 
+def _label(row: dict) -> str | list | None:
+    label = row.get("label")
+    return label if label not in (None, "", []) else None
+
+
+def skip_reason(row: dict) -> str | None:
+    """Why the protocol does not score `row` (None: it is scored)."""
+    options, label = row.get("options"), _label(row)
+    if label is None:
+        return "missing answer"
+    letters = "".join(label) if isinstance(label, list) else str(label).strip()
+    if len(letters) != 1:
+        return "multi-answer"
+    if not isinstance(options, list) or len(options) != 4:
+        return "not 4 options"
+    if letters.upper() not in LETTERS:
+        return "answer not A-D"
+    # Options with a wrong or missing "(X)" prefix (a few dozen rows of logiqa-*, gaokao-history)
+    # are scored as the official script and ColossalEval score them: the prompt quotes them as is.
+    return None
+
+
+def option_text(option: str) -> str:
+    m = _OPTION_PREFIX.match(option)
+    return clean(option[m.end() :] if m else option)
+
+
 def parse_row(row: dict, where: str) -> MCQuestion | None:
-    """A question, or None for a well-formed row that is not 4-option single-choice."""
+    """A question, or None for a well-formed row that the protocol does not score."""
     for key in ("question", "options", "label"):
         if key not in row:
             raise UserError(f"{where}: missing key {key!r}; is this an AGIEval jsonl file?")
-    options, label = row["options"], row["label"]
-    if isinstance(label, list):
-        if len(label) != 1:
-            return None
-        label = label[0]
-    if not isinstance(options, list) or len(options) != 4 or not label:
+    if skip_reason(row) is not None:
         return None
-    texts = []
-    for letter, opt in zip("ABCD", options, strict=True):
-        m = _OPTION_PREFIX.match(str(opt))
-        if m is None or m.group(1) != letter:
-            return None
-        texts.append(clean(str(opt)[m.end() :]))
-    passage = clean(row.get("passage") or "")
-    question = clean(row["question"])
-    text = f"{passage}\n\n{question}" if passage else question
-    return MCQuestion(text, tuple(texts), letter_index(label, where), where)
+    label = _label(row)
+    letter = ("".join(label) if isinstance(label, list) else str(label)).strip().upper()
+    texts = tuple(option_text(str(o)) for o in row["options"])
+    return MCQuestion(
+        question=str(row["question"]),
+        options=texts,
+        answer=LETTERS.index(letter),
+        source=where,
+        passage=str(row.get("passage") or ""),
+        options_raw=tuple(str(o) for o in row["options"]),
+    )
 
 
 def read_subset(path: Path, name: str) -> Subject:
@@ -60,30 +94,92 @@ def read_subset(path: Path, name: str) -> Subject:
         language=lang,
     )
     for line, row in read_jsonl(path):
-        q = parse_row(row, f"{path}:{line}")
+        where = f"{path}:{line}"
+        q = parse_row(row, where)
         if q is None:
-            subject.skipped += 1
+            subject.skip(skip_reason(row) or "unscorable")
         else:
             subject.questions.append(q)
     return subject
 
 
+def read_few_shot(path: Path) -> dict[str, list[MCQuestion]]:
+    """`{subset: examples}` from `few_shot_prompts.csv` (explanations are not used: the
+    non-chain-of-thought few-shot setting)."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: cannot read the AGIEval few-shot file ({e})") from None
+    if not rows or rows[0][:1] != [""]:
+        raise UserError(f"{path}:1: not AGIEval's few_shot_prompts.csv (header ',lsat-ar,...')")
+    out: dict[str, list[MCQuestion]] = {}
+    for col, name in enumerate(rows[0][1:], 1):
+        shots = []
+        for line, row in enumerate(rows[1:], 2):
+            if not row or not row[0].startswith("sample") or col >= len(row) or not row[col]:
+                continue
+            shots.append(_shot(row[col], f"{path}:{line}:{name}"))
+        out[name] = shots
+    return out
+
+
+def _shot(cell: str, where: str) -> MCQuestion:
+    try:
+        d: Any = ast.literal_eval(cell)
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
+        raise UserError(f"{where}: not a Python dict literal") from None
+    if not isinstance(d, dict) or "question" not in d:
+        raise UserError(f"{where}: expected a dict with 'question'")
+    options = d.get("options") or []
+    label = d.get("label")
+    # The official script prints the label with str.format: "B", or "['A', 'D']" for several.
+    return MCQuestion(
+        question=str(d["question"]),
+        options=(),
+        answer=-1,
+        source=where,
+        passage=str(d.get("passage") or ""),
+        options_raw=tuple(str(o) for o in options),
+        label="{}".format("" if label is None else label),
+    )
+
+
+def find_root(data_dir: Path) -> tuple[Path, Path | None]:
+    """(folder with the subset jsonl files, few_shot_prompts.csv or None)."""
+    for root in (data_dir / "data" / "v1", data_dir / "v1", data_dir):
+        if any(root.glob("*.jsonl")):
+            for csv_dir in (root.parent, root, data_dir):
+                if (csv_dir / "few_shot_prompts.csv").is_file():
+                    return root, csv_dir / "few_shot_prompts.csv"
+            return root, None
+    raise UserError(f"{data_dir}: no AGIEval *.jsonl files (data/v1/*.jsonl as published)")
+
+
 def load(data_dir: Path, split: str | None) -> Task:
     if split not in (None, "test"):
         raise UserError(f"agieval: split {split!r}: the release has only the test rows")
-    root = data_dir / "data" / "v1" if (data_dir / "data" / "v1").is_dir() else data_dir
-    files = {p.stem: p for p in sorted(root.glob("*.jsonl"))}
-    if not files:
-        raise UserError(f"{root}: no *.jsonl files; is this the AGIEval release (data/v1)?")
-    subjects = {}
-    for name, path in files.items():
-        if name in NOT_FOUR_OPTION:
-            log.info("agieval: %s is not a 4-option single-choice subset; left out", name)
+    root, shots_csv = find_root(data_dir)
+    few_shot = read_few_shot(shots_csv) if shots_csv else {}
+    subjects, left_out = {}, {}
+    for path in sorted(root.glob("*.jsonl")):
+        name = path.stem
+        if name in LEFT_OUT:
+            left_out[path.name] = LEFT_OUT[name]
         elif name not in ENGLISH + CHINESE:
             log.warning("agieval: unknown subset %s (%s); left out", name, path)
+            left_out[path.name] = "unknown subset"
         else:
-            subjects[name] = read_subset(path, name)
-            dev = root / "dev" / path.name
-            if dev.is_file():
-                subjects[name].shots = read_subset(dev, name).questions
-    return Task(name="agieval", split="test", default_shots=0, subjects=subjects)
+            subjects[name] = s = read_subset(path, name)
+            # sat-en-without-passage uses sat-en's examples without their passages (official).
+            pool = few_shot.get("sat-en" if name == "sat-en-without-passage" else name, [])
+            if name == "sat-en-without-passage":
+                pool = [_without_passage(q) for q in pool]
+            s.shots = pool
+    return Task(name="agieval", split="test", default_shots=5, subjects=subjects, left_out=left_out)
+
+
+def _without_passage(q: MCQuestion) -> MCQuestion:
+    from dataclasses import replace
+
+    return replace(q, passage="")
