@@ -176,7 +176,7 @@ def expand_paths(paths: list[Path]) -> list[Path]:
 
 
 def learn_pieces(
-    files: list[Path],
+    samples: list[tuple[str, int]],
     vocab_size: int,
     character_coverage: float = 0.9995,
     max_piece_length: int = 16,
@@ -189,15 +189,14 @@ def learn_pieces(
     import sentencepiece as spm
 
     counts: dict[str, int] = {}
-    for f in expand_paths(files):
-        for text, weight in iter_texts(f):
-            for para in text.replace("\t", " ").splitlines():
-                for sent in _SENTENCE_END.split(para):
-                    sent = sent.strip()
-                    if sent:
-                        counts[sent[:1000]] = counts.get(sent[:1000], 0) + weight
+    for text, weight in samples:
+        for para in text.replace("\t", " ").splitlines():
+            for sent in _SENTENCE_END.split(para):
+                sent = sent.strip()
+                if sent:
+                    counts[sent[:1000]] = counts.get(sent[:1000], 0) + weight
     if not counts:
-        raise UserError(f"--learn-from: no text found in {', '.join(map(str, files))}")
+        raise UserError("--learn-from: no text found")
     # The trainer refuses a vocabulary smaller than the characters it must cover.
     chars: Counter[str] = Counter()
     for sent, c in counts.items():
@@ -241,3 +240,18 @@ def learn_pieces(
     return [
         Candidate(p.piece, f"learned#{i}") for i, p in enumerate(proto.pieces) if p.type == NORMAL
     ]
+
+
+def read_samples(
+    files: list[Path], hold_out: float = 0.0
+) -> tuple[list[tuple[str, int]], list[str]]:
+    """(sample, weight) pairs to learn from and the held-out texts: the last `hold_out` fraction
+    of each file's samples (in file order), so learning never sees them."""
+    learn: list[tuple[str, int]] = []
+    held: list[str] = []
+    for f in expand_paths(files):
+        rows = list(iter_texts(f))
+        cut = len(rows) - int(len(rows) * hold_out)
+        learn += rows[:cut]
+        held += [t for t, _ in rows[cut:]]
+    return learn, held
