@@ -401,3 +401,19 @@ def subtoken_ids_bytelevel(
         tok = tgt_vocab.get(j)
         out.append([t.id for t in model.tokenize(tok)] if tok else [])
     return out
+
+
+def check_extends(src_json: Path, tgt_json: Path) -> tuple[dict[int, str], dict[int, str]]:
+    """Both vocabularies ({id: token}); the target must keep every source token at its id."""
+    src, tgt = read_vocab(src_json), read_vocab(tgt_json)
+    n_src, n_tgt = max(src) + 1, max(tgt) + 1
+    if n_tgt < n_src:
+        raise UserError(f"{tgt_json}: has {n_tgt} ids, fewer than the source's {n_src}")
+    for i in range(n_src):
+        if src.get(i) != tgt.get(i):
+            raise UserError(
+                f"{tgt_json}: id {i} is {tgt.get(i)!r} but the source tokenizer has "
+                f"{src.get(i)!r} there; the target must extend the source (same tokens at the "
+                "same ids, new tokens appended)"
+            )
+    return src, tgt

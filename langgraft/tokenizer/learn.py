@@ -157,13 +157,13 @@ def missing_characters(proto: Any, samples: list[tuple[str, int]], coverage: flo
     return out
 
 
-def sentencepiece_kinds(proto: Any, keep_segmentation: bool) -> bytearray:
+def sentencepiece_kinds(proto: Any, keep_segmentation: bool, old_chars: set[str]) -> bytearray:
     """Per piece: BLOCKED (control, byte, user-defined, whitespace runs, digits when the source
-    splits digits), ANCHOR (contains a character the source never merges), PLAIN."""
-    from langgraft.tokenizer.expand import merged_characters, reject_reason
+    splits digits), ANCHOR (contains a character of no multi-character piece of the original
+    source, `old_chars`), PLAIN."""
+    from langgraft.tokenizer.expand import reject_reason
     from langgraft.tokenizer.spmodel import NORMAL
 
-    old_chars = merged_characters(proto)
     split_digits = proto.trainer_spec.split_digits
     kinds = bytearray(len(proto.pieces))
     for i, p in enumerate(proto.pieces):
@@ -217,8 +217,13 @@ def learn_sentencepiece_pieces(
     keep_segmentation: bool,
     min_count: int,
     coverage: float,
+    old_chars: set[str] | None = None,
 ) -> list[Any]:
-    """Candidates for a SentencePiece source: missing characters, then the learned merges."""
+    """Candidates for a SentencePiece source: missing characters, then the learned merges.
+
+    `proto` is the vocabulary as it stands (the source plus pieces added before learning);
+    `old_chars` are the characters the original source merges (default: those of `proto`)."""
+    from langgraft.tokenizer.expand import merged_characters
     from langgraft.tokenizer.sources import Candidate
     from langgraft.tokenizer.spmodel import NORMAL, ModelProto, Piece
 
@@ -228,7 +233,9 @@ def learn_sentencepiece_pieces(
     low = min(p.score for p in proto.pieces if p.type == NORMAL and p.score > -1e8) - 1.0
     for k, ch in enumerate(chars):
         work.pieces.append(Piece(piece=ch, score=low - k, type=NORMAL))
-    kinds = sentencepiece_kinds(work, keep_segmentation)
+    if old_chars is None:
+        old_chars = merged_characters(proto)
+    kinds = sentencepiece_kinds(work, keep_segmentation, old_chars)
     frags = count_fragments(sentencepiece_words(work, samples), kinds, keep_segmentation)
     learned = learn_merges(frags, max(n_pieces - len(chars), 1), min_count=min_count)
     cands = [Candidate(ch, "learned:char") for ch in chars]

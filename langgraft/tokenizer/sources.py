@@ -133,7 +133,34 @@ def _row_text(row: Any, path: Path, n: int) -> str:
             return str(row.get("source") or "") + str(row.get("target") or "")
         if isinstance(row.get("messages"), list):
             return "\n".join(m.get("content", "") for m in row["messages"] if isinstance(m, dict))
-    raise UserError(f"{path}:{n}: jsonl row has no text, source/target or messages field")
+        if isinstance(row.get("passage"), str) or isinstance(row.get("question"), str):
+            # exam rows (AGIEval): passage, question and options
+            opts = row.get("options") if isinstance(row.get("options"), list) else []
+            parts = [row.get("passage") or "", row.get("question") or "", *map(str, opts)]
+            return "\n".join(p for p in parts if p)
+    raise UserError(
+        f"{path}:{n}: jsonl row has no text, source/target, messages or passage/question field"
+    )
+
+
+_CSV_SKIP = {"", "answer", "label", "id"}
+
+
+def _csv_texts(path: Path) -> Iterator[tuple[str, int]]:
+    """One sample per row of a CSV with a header (CMMLU, C-Eval): the text cells joined by
+    spaces; index, id and answer columns are left out."""
+    import csv
+
+    lines = (line for _, line in _open_text(path))
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        return
+    keep = [i for i, h in enumerate(header) if h.strip().lower() not in _CSV_SKIP]
+    for row in reader:
+        text = " ".join(row[i] for i in keep if i < len(row) and row[i].strip())
+        if text:
+            yield text, 1
 
 
 def iter_texts(path: Path) -> Iterator[tuple[str, int]]:
@@ -144,6 +171,8 @@ def iter_texts(path: Path) -> Iterator[tuple[str, int]]:
         for n, line in _open_text(path):
             if line.strip():
                 yield _row_text(_json_line(path, n, line), path, n), 1
+    elif name.endswith(".csv"):
+        yield from _csv_texts(path)
     elif name.endswith(".json"):
         from langgraft.data.convert import json_documents
 
