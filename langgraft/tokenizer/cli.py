@@ -8,6 +8,7 @@ import logging
 from langgraft.config import add_dataclass_args, from_namespace
 from langgraft.tokenizer.expand import ExpandConfig
 from langgraft.tokenizer.report import ReportConfig
+from langgraft.tokenizer.sweep import SweepConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,16 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    from langgraft.tokenizer.sweep import sweep, to_markdown
+
+    rows = sweep(from_namespace(SweepConfig, args))
+    sets = [k[len("tokens_per_char[") : -1] for k in rows[0] if k.startswith("tokens_per_char[")]
+    print(to_markdown(rows, sets))
+    print(f"wrote {args.out}/sweep.csv, sweep.json, sweep.md and sweep.png")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
@@ -75,6 +86,18 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
     add_dataclass_args(e, ExpandConfig)
     e.set_defaults(func=run_expand)
+    w = tsub.add_parser(
+        "sweep",
+        help="held-out compression per vocabulary size, and the knee of the curve",
+        description=(
+            "Learn once (as `tokenizer expand --learn-from` would) to the largest of --sizes, "
+            "truncate in merge order for the others, and measure held-out tokens per character "
+            "per size, with the embedding parameters each size adds and the knee of the curve. "
+            "Writes a table (markdown, CSV, JSON) and a PNG."
+        ),
+    )
+    add_dataclass_args(w, SweepConfig)
+    w.set_defaults(func=run_sweep)
     r = tsub.add_parser(
         "report",
         help="tokens per character and more, for tokenizers over corpora",

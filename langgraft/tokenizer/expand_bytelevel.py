@@ -37,6 +37,7 @@ class ByteLevelResult:
     tokenizer: ByteLevelSource  # the expanded tokenizer.json data
     added: list[dict]
     merges_learned: int
+    merges: list[tuple[tuple[int, ...], tuple[int, ...]]]  # as old-token-id sequences
 
 
 def learn_expansion(
@@ -55,7 +56,7 @@ def learn_expansion(
     learned = learn_merges(frags, n_new, min_count=min_count, max_token_length=max_token_length)
     out = copy.deepcopy(src)
     added = append_merges(out, learned.merges)
-    return ByteLevelResult(out, added, len(learned.merges))
+    return ByteLevelResult(out, added, len(learned.merges), learned.merges)
 
 
 def check_source(cfg: Any) -> None:

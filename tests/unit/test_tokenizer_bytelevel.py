@@ -133,3 +133,39 @@ def test_errors_name_the_file_and_line(tmp_path, ranks, capsys):
     assert main(argv) == 2
     assert "byte-level BPE source grows only by learned merges" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_sweep_table_png_and_knee(tmp_path, ranks):
+    from langgraft.tokenizer.sweep import knee, parse_sizes
+
+    assert parse_sizes("300:310:5") == [300, 305, 310] and parse_sizes("9,3") == [3, 9]
+    assert knee([0, 1, 2, 3], [1.0, 0.3, 0.2, 0.1]) == 1
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("\n".join([CHINESE] * 10), encoding="utf-8")
+    out = tmp_path / "sweep"
+    argv = ["tokenizer", "sweep", "--source", str(ranks), "--pattern", LLAMA3_PATTERN,
+            "--learn-from", str(corpus), "--hold-out", "0.2", "--sizes", "299,305,315,320",
+            "--hidden-size", "8", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["vocab_size"] for r in rows] == [299, 305, 315, 320]
+    rates = [r["tokens_per_char[held-out tail]"] for r in rows]
+    assert rates == sorted(rates, reverse=True) and rates[-1] < rates[0]
+    assert rows[1]["embedding_params_added"] == (305 - 298) * 8 * 2
+    assert sum(r["knee"] for r in rows) == 1
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 305" in (out / "sweep.md").read_text()
+
+
+def test_report_reads_a_tiktoken_file(tmp_path, ranks, capsys):
+    from langgraft.tokenizer.bytelevel import looks_like_tiktoken
+
+    assert looks_like_tiktoken(ranks)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(CHINESE, encoding="utf-8")
+    argv = ["tokenizer", "report", "--tokenizer", str(ranks), "--corpus", str(corpus)]
+    assert main(argv) == 2
+    assert "pass its pre-tokenizer regex" in capsys.readouterr().err
+    assert main([*argv, "--pattern", LLAMA3_PATTERN, "--tail", "0.5"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert "| c.txt | tiny.tiktoken | 298 |" in row
