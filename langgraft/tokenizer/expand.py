@@ -74,6 +74,9 @@ class ExpandConfig:
     """With --pieces: keep only the N most frequent words of each list."""
     merge_sp: list[Path] = field(default_factory=list)
     """Other SentencePiece models whose pieces are appended (Chinese-LLaMA's method)."""
+    merge_top: int | None = None
+    """With --merge-sp: keep only the N best-scoring pieces of each model (the rest of the budget
+    goes to --pieces and --learn-from)."""
     learn_from: list[Path] = field(default_factory=list)
     """Corpora (files or directories: text, jsonl, json, word-frequency list) to learn a BPE model on."""
     target_size: int | None = None
@@ -116,6 +119,8 @@ class ExpandConfig:
             raise UserError("nothing to add: give --pieces, --merge-sp and/or --learn-from")
         if self.learn_from and self.target_size is None:
             raise UserError("--learn-from needs --target-size N (the final vocabulary size)")
+        if self.merge_top is not None and self.merge_top <= 0:
+            raise UserError(f"--merge-top must be positive, got {self.merge_top}")
         if self.top is not None and self.top <= 0:
             raise UserError(f"--top must be positive, got {self.top}")
         if not 0.9 <= self.learn_coverage <= 1.0:
@@ -281,7 +286,7 @@ def listed_candidates(cfg: ExpandConfig) -> list[Candidate]:
     # than the reverse order).
     cands: list[Candidate] = []
     for m in cfg.merge_sp:
-        cands += pieces_of_model(Path(m))
+        cands += pieces_of_model(Path(m))[: cfg.merge_top]
     for f in cfg.pieces:
         cands += read_piece_file(Path(f), cfg.top)
     return cands
@@ -394,6 +399,7 @@ def _sources_record(cfg: ExpandConfig) -> dict:
         "pieces": [str(p) for p in cfg.pieces],
         "top": cfg.top,
         "merge_sp": [str(p) for p in cfg.merge_sp],
+        "merge_top": cfg.merge_top,
         "learn_from": [str(p) for p in cfg.learn_from],
         "learner": cfg.learner if cfg.learn_from else None,
         "min_count": cfg.min_count,

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 ANCHOR, PLAIN, BLOCKED = 2, 1, 0
 SURROGATE_BASE = 0x10000  # above the BMP: no surrogate halves, no whitespace, no normalisation
-MAX_WEIGHT = 1000  # a word-frequency list counts each word at most this many times
+# The trainer reads repeated words, so a big weighted corpus (a word list with frequencies) is
+# scaled down proportionally to about this many old tokens; every fragment keeps weight >= 1.
+MAX_SYMBOLS = 20_000_000
 
 
 @dataclass
@@ -98,13 +100,14 @@ def learn_merges(
         )
     alphabet = {t for f in fragments for t in f}
     to_char = {t: chr(SURROGATE_BASE + t) for t in alphabet}
-    total = sum(len(f) * min(c, MAX_WEIGHT) for f, c in fragments.items())
+    total = sum(len(f) * c for f, c in fragments.items())
+    scale = min(1.0, MAX_SYMBOLS / total)
 
     def lines() -> Iterable[str]:
         batch: list[str] = []
         for f, c in fragments.items():
             word = "".join(to_char[t] for t in f)
-            batch.append(" ".join([word] * min(c, MAX_WEIGHT)))
+            batch.append(" ".join([word] * max(1, round(c * scale))))
             if len(batch) >= 1024:
                 yield from batch
                 batch = []
@@ -114,7 +117,8 @@ def learn_merges(
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     trainer = trainers.BpeTrainer(
         vocab_size=len(alphabet) + n_merges,
-        min_frequency=max(min_count, 1),
+        # the floor applies to the unscaled counts
+        min_frequency=max(1, round(max(min_count, 1) * scale)),
         show_progress=False,
         special_tokens=[],
         limit_alphabet=len(alphabet),
