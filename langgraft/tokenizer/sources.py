@@ -275,12 +275,14 @@ def read_samples(
     files: list[Path], hold_out: float = 0.0
 ) -> tuple[list[tuple[str, int]], list[str]]:
     """(sample, weight) pairs to learn from and the held-out texts: the last `hold_out` fraction
-    of each file's samples (in file order), so learning never sees them."""
+    of each file's samples (in file order), so learning never sees them. Word-frequency lists
+    are not running text and are never held out."""
     learn: list[tuple[str, int]] = []
     held: list[str] = []
     for f in expand_paths(files):
         rows = list(iter_texts(f))
-        cut = len(rows) - int(len(rows) * hold_out)
+        frac = 0.0 if rows and looks_like_freq_list(f) else hold_out
+        cut = len(rows) - int(len(rows) * frac)
         learn += rows[:cut]
         held += [t for t, _ in rows[cut:]]
     return learn, held

@@ -46,6 +46,8 @@ class SweepConfig:
     """Held-out corpora (measured one by one; never learned from)."""
     merge_sp: list[Path] = field(default_factory=list)
     """SentencePiece sources only: models whose pieces come before the learned ones."""
+    merge_top: int | None = None
+    """With --merge-sp: keep only the N best-scoring pieces of each model."""
     pieces: list[Path] = field(default_factory=list)
     """SentencePiece sources only: piece lists that come before the learned ones."""
     keep_segmentation: bool = True
@@ -100,6 +102,7 @@ def _expand_config(cfg: SweepConfig, target: int) -> Any:
 
     return ExpandConfig(
         source=cfg.source, out=cfg.out, pieces=cfg.pieces, merge_sp=cfg.merge_sp,
+        merge_top=cfg.merge_top,
         learn_from=cfg.learn_from, target_size=target, keep_segmentation=cfg.keep_segmentation,
         learner=cfg.learner, min_count=cfg.min_count, hold_out=cfg.hold_out,
         held_out=[], pattern=cfg.pattern, measure_keep_cost=False,
@@ -113,7 +116,9 @@ def held_out_sets(cfg: SweepConfig, tail: list[str]) -> dict[str, list[str]]:
     if tail:
         sets["held-out tail"] = tail
     for p in cfg.held_out:
-        sets[Path(p).name] = [t for t, _ in read_samples([p])[0]]
+        p = Path(p)
+        name = f"{p.parent.name}/{p.name}" if p.is_dir() else p.name
+        sets[name] = [t for t, _ in read_samples([p])[0]]
     if not sets:
         raise UserError(
             "sweep measures on held-out text: give --hold-out FRACTION and/or --held-out"
