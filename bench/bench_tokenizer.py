@@ -1,6 +1,6 @@
 """Held-out compression of tokenizer expansion recipes on the shared data.
 
-    python bench/bench_tokenizer.py                 # ~15 minutes on 2 idle cores
+    python bench/bench_tokenizer.py                 # ~18 minutes on 2 loaded cores
     python bench/bench_tokenizer.py --quick         # baselines and the 49,953-piece recipe only
 
 Builds every tokenizer in one run and prints tokens per character on text that no recipe learns
@@ -17,7 +17,7 @@ Recipes (the learning corpora: `corpus/zh-modern` (its head), `corpus/zh/honglou
 - words-69104: the word-list route, `--merge-sp chinese_sp --pieces jieba_dict.txt`.
 - text-69104: learning from running text only, `--learn-from` the text corpora.
 - langgraft-49953 / langgraft-69104: the best recipes found (see the README).
-- llama3-zh: Llama-3 + merges learned from the same corpora (`--target-size 150000`).
+- llama3-zh-150000: Llama-3 + merges learned from the running-text corpora (no word list).
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ def colossal_jieba(out: Path, size: int) -> Path:
 def held_out_sets() -> dict[str, list[str]]:
     tail = read_samples([MODERN], float(HOLD))[1]
     sets = {"modern tail (10%)": tail}
-    for p in HELD:
-        sets[Path(p).name] = [t for t, _ in read_samples([Path(p)])[0]]
+    for p in map(Path, HELD):
+        name = f"{p.parent.name}/{p.name}" if p.is_dir() else p.name
+        sets[name] = [t for t, _ in read_samples([p])[0]]
     sets["english"] = [t for t, _ in read_samples([D / "corpus" / "en"])[0]]
     return sets
 
