@@ -99,14 +99,8 @@ def write_output(result: ByteLevelResult, tmp: Any) -> None:
 
 def expand_bytelevel(cfg: Any) -> dict:
     from langgraft.fsutil import atomic_output_dir, sha256_file
-    from langgraft.tokenizer.expand import (
-        Expansion,
-        _sources_record,
-        keep_cost,
-        read_learning_text,
-        tokens_per_char,
-        write_record,
-    )
+    from langgraft.tokenizer.expand import Expansion, _sources_record, read_learning_text
+    from langgraft.tokenizer.records import keep_cost, tokens_per_char, write_record
     from langgraft.tokenizer.sources import read_samples
 
     check_source(cfg)

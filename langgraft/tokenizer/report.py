@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.tokenizer.sources import expand_paths, iter_texts
+from langgraft.tokenizer.sources import expand_paths, iter_texts, looks_like_freq_list
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def load_corpus(path: Path, max_samples: int | None, tail: float | None = None) 
     texts: list[str] = []
     for f in expand_paths([path]):
         rows = list(iter_texts(f))
-        if tail:
+        if tail and not looks_like_freq_list(f):  # as `expand --hold-out`: word lists stay whole
             rows = rows[len(rows) - int(len(rows) * tail) :]
         for text, _ in rows:
             texts.append(text)

@@ -171,7 +171,7 @@ def sweep_tokenizers(cfg: SweepConfig, sizes: list[int]) -> tuple[int, dict[int,
 
 
 def sweep(cfg: SweepConfig) -> list[dict]:
-    from langgraft.tokenizer.expand import tokens_per_char
+    from langgraft.tokenizer.records import tokens_per_char
 
     sizes = parse_sizes(cfg.sizes)
     out = Path(cfg.out)

@@ -165,3 +165,22 @@ def test_model_expand_on_bytelevel_tokenizer(tmp_path, llama3_file, llama3_zh, f
     info = json.loads((out / "langgraft.json").read_text())["model_expand"]
     assert info["n_added"] == N_NEW and info["n_init_from_global_mean"] == 0
     assert len(AutoTokenizer.from_pretrained(str(out))) == 128256 + N_NEW
+
+
+def test_report_side_by_side(tmp_path, capsys, shared_data, llama2_model, llama3_file, llama3_zh):
+    """SentencePiece model, tiktoken ranks file and tokenizer.json directory in one table."""
+    argv = ["tokenizer", "report", "--tokenizer", str(llama2_model), str(llama3_file),
+            str(llama3_zh), "--names", "llama2", "llama3", "llama3-zh",
+            "--corpus", str(shared_data / "corpus" / "zh-modern"), "--tail", "0.1",
+            "--out", str(tmp_path / "rep")]  # fmt: skip
+    assert main(argv) == 0
+    rows = {r["tokenizer"]: r for r in json.loads((tmp_path / "rep" / "report.json").read_text())}
+    assert (
+        rows["llama3"]["vocab_size"] == 128256 and rows["llama3-zh"]["vocab_size"] == 128256 + N_NEW
+    )
+    held = json.loads((llama3_zh / "expansion.json").read_text())["held_out"]
+    # --tail 0.1 is the split --hold-out 0.1 kept out: the same figures as expansion.json
+    assert rows["llama3-zh"]["tokens_per_char"] == pytest.approx(held["tokens_per_char"])
+    assert rows["llama3"]["tokens_per_char"] == pytest.approx(held["tokens_per_char_source"])
+    assert rows["llama3-zh"]["tokens_per_char"] < rows["llama3"]["tokens_per_char"]
+    assert rows["llama2"]["tokens_per_char"] > rows["llama3"]["tokens_per_char"]
