@@ -153,12 +153,22 @@ def _has_bytelevel(node: Any) -> bool:
 
 
 def from_tiktoken(path: Path, pattern: str | None) -> ByteLevelSource:
+    from langgraft.fsutil import sha256_file
+
+    sha = sha256_file(path)
+    data, side, pattern = _convert_tiktoken(str(path), sha, pattern)
+    return ByteLevelSource(Path(path), "tiktoken", json.loads(data), json.loads(side), pattern)
+
+
+@functools.lru_cache(maxsize=2)
+def _convert_tiktoken(path_str: str, sha: str, pattern: str | None) -> tuple[str, str, str]:
+    """(tokenizer.json text, side files as JSON text, pattern); cached by content hash because
+    converting 128k ranks takes seconds and callers mutate what they get."""
     from tokenizers import AddedToken, processors
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    from langgraft.fsutil import sha256_file
-
-    is_llama3 = sha256_file(path) == LLAMA3_SHA256
+    path = Path(path_str)
+    is_llama3 = sha == LLAMA3_SHA256
     if pattern is None and not is_llama3:
         raise UserError(
             f"{path}: a tiktoken ranks file that is not Meta's Llama-3 file; pass its "
@@ -205,7 +215,7 @@ def from_tiktoken(path: Path, pattern: str | None) -> ByteLevelSource:
             "tokenizer_class": "TokenizersBackend",
             "clean_up_tokenization_spaces": False,
         }
-    return ByteLevelSource(Path(path), "tiktoken", json.loads(tok.to_str()), side, pattern)
+    return tok.to_str(), json.dumps(side), pattern
 
 
 def from_hf_dir(path: Path, pattern: str | None) -> ByteLevelSource:
