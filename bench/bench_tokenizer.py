@@ -1,39 +1,58 @@
-"""Compression benchmark for tokenizer expansion on the shared data.
+"""Held-out compression of tokenizer expansion recipes on the shared data.
 
-    python bench/bench_tokenizer.py            # ~2 minutes on 2 cores
+    python bench/bench_tokenizer.py                 # ~18 minutes on 2 loaded cores
+    python bench/bench_tokenizer.py --quick         # baselines and the 49,953-piece recipe only
 
-Builds, in one run, the baselines and langgraft's recipe, then prints tokens per character on
-held-out modern Chinese (CMMLU test questions and options; never used to build a tokenizer), the
-learning corpora, and English, with ratios against LLaMA-2 and against Chinese-LLaMA's merge.
+Builds every tokenizer in one run and prints tokens per character on text that no recipe learns
+from: the last 10% of the modern corpus (`--hold-out 0.1`, the same split the recipes use),
+CMMLU test questions and options, and AGIEval gaokao-chinese (modern expository prose: reading
+passages, questions, options); plus English, where the keep-segmentation recipes must not change
+a single id. Ratios are against LLaMA-2 and Chinese-LLaMA's merge measured in the same run.
 
-- llama2: Meta's 32,000 pieces.
-- cn-llama-49953: Chinese-LLaMA's merge (chinese_sp appended verbatim).
+Recipes (the learning corpora: `corpus/zh-modern` (its head), `corpus/zh/hongloumeng.txt`,
+`corpus/zh/chinese-poetry`, and for some `corpus/zh/jieba_dict.txt` as a weighted word list):
+- llama2, llama3: Meta's tokenizers as they are (Llama-3 read from the tiktoken ranks file).
+- cn-llama-49953: Chinese-LLaMA's merge (chinese_sp appended verbatim, English changes).
 - colossal-jieba-69104: Colossal's init_tokenizer recipe: top jieba words, length-sorted, score 0.
-- langgraft-69104: `--merge-sp chinese_sp --pieces jieba_dict.txt --target-size 69104` (the README
-  quick start), keep-segmentation on.
-- langgraft-learned-69104: `--merge-sp chinese_sp --learn-from corpus/zh --target-size 69104`.
+- words-69104: the word-list route, `--merge-sp chinese_sp --pieces jieba_dict.txt`.
+- text-69104: learning from running text only, `--learn-from` the text corpora.
+- langgraft-49953 / langgraft-69104: the best recipes found (see the README).
+- llama3-zh-150000: Llama-3 + merges learned from the running-text corpora (no word list).
 """
 
 from __future__ import annotations
 
-import csv
+import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import sentencepiece as spm
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from langgraft.__main__ import main  # noqa: E402
-from langgraft.tokenizer.sources import expand_paths, iter_texts, read_piece_file  # noqa: E402
+from langgraft.tokenizer import load_tokenizer  # noqa: E402
+from langgraft.tokenizer.sources import read_piece_file, read_samples  # noqa: E402
 from langgraft.tokenizer.spmodel import NORMAL, Piece, load_proto, save_proto  # noqa: E402
 
 D = (ROOT / ".." / "shared" / "data").resolve()
 LLAMA = D / "tokenizers" / "llama2" / "tokenizer.model"
+LLAMA3 = D / "tokenizers" / "llama3" / "tokenizer.model"
 CSP = D / "tokenizers" / "chinese-llama-sp" / "chinese_sp.model"
+MODERN = D / "corpus" / "zh-modern"
+TEXT = [
+    str(MODERN),
+    str(D / "corpus" / "zh" / "hongloumeng.txt"),
+    str(D / "corpus" / "zh" / "chinese-poetry"),
+]
+JIEBA = str(D / "corpus" / "zh" / "jieba_dict.txt")
+HELD = [
+    str(D / "eval" / "cmmlu" / "test"),
+    str(D / "eval" / "agieval" / "data" / "v1" / "gaokao-chinese.jsonl"),
+]
+HOLD = "0.1"
 
 
 def colossal_jieba(out: Path, size: int) -> Path:
@@ -41,7 +60,7 @@ def colossal_jieba(out: Path, size: int) -> Path:
     proto = load_proto(LLAMA)
     have = {p.piece for p in proto.pieces}
     words: list[str] = []
-    for c in read_piece_file(D / "corpus" / "zh" / "jieba_dict.txt"):
+    for c in read_piece_file(Path(JIEBA)):
         if c.piece not in have and len(proto.pieces) + len(words) < size:
             have.add(c.piece)
             words.append(c.piece)
@@ -51,91 +70,109 @@ def colossal_jieba(out: Path, size: int) -> Path:
     return out
 
 
-def cmmlu_questions() -> list[str]:
-    rows: list[str] = []
-    for f in sorted((D / "eval" / "cmmlu" / "test").glob("*.csv")):
-        with open(f, encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                rows.append(" ".join(r[k] for k in ("Question", "A", "B", "C", "D")))
-    return rows
+def held_out_sets() -> dict[str, list[str]]:
+    tail = read_samples([MODERN], float(HOLD))[1]
+    sets = {"modern tail (10%)": tail}
+    for p in map(Path, HELD):
+        name = f"{p.parent.name}/{p.name}" if p.is_dir() else p.name
+        sets[name] = [t for t, _ in read_samples([p])[0]]
+    sets["english"] = [t for t, _ in read_samples([D / "corpus" / "en"])[0]]
+    return sets
 
 
-def optimal_tokens(vocab: set[str], text: str) -> int:
-    """Fewest tokens any segmentation into `vocab` pieces (bytes for unknown characters) can
-    reach: a lower bound that tells whether BPE's greedy merge order or the vocabulary limits."""
-    s = "\u2581" + text.replace(" ", "\u2581")
-    longest = max(map(len, vocab))
-    best = [0] + [1 << 30] * len(s)
-    for i in range(1, len(s) + 1):
-        for j in range(max(0, i - longest), i):
-            if s[j:i] in vocab and best[j] + 1 < best[i]:
-                best[i] = best[j] + 1
-        if s[i - 1] not in vocab:
-            best[i] = min(best[i], best[i - 1] + len(s[i - 1].encode()))
-    return best[-1]
-
-
-def texts(path: Path) -> list[str]:
-    return [t for f in expand_paths([path]) for t, _ in iter_texts(f)]
+def recipes(quick: bool) -> dict[str, tuple[Path, list[str]]]:
+    learn = ["--learn-from", *TEXT, JIEBA, "--hold-out", HOLD, "--held-out", *HELD]
+    # The cost of --keep-segmentation needs a second learning run: measured on Llama-3 (and
+    # by `tokenizer expand` whenever held-out text is given); skipped here for SentencePiece.
+    no_cost = ["--no-measure-keep-cost"]
+    r = {
+        "cn-llama-49953": (LLAMA, ["--merge-sp", str(CSP), "--no-keep-segmentation"]),
+        "langgraft-49953": (LLAMA, ["--merge-sp", str(CSP), "--merge-top", "10000", *learn,
+                                    *no_cost, "--target-size", "49953"]),
+    }  # fmt: skip
+    if quick:
+        return r
+    r.update(
+        {
+            "words-69104": (LLAMA, ["--merge-sp", str(CSP), "--pieces", JIEBA,
+                                    "--target-size", "69104"]),
+            "text-69104": (LLAMA, ["--learn-from", *TEXT, "--hold-out", HOLD,
+                                   "--no-measure-keep-cost", "--target-size", "69104"]),
+            "langgraft-69104": (LLAMA, ["--merge-sp", str(CSP), *learn, *no_cost,
+                                        "--target-size", "69104"]),
+            "llama3-zh-150000": (LLAMA3, ["--learn-from", *TEXT, "--hold-out", HOLD,
+                                          "--held-out", *HELD, "--target-size", "150000"]),
+        }
+    )  # fmt: skip
+    return r
 
 
 def main_bench() -> None:
-    corpora = {
-        "cmmlu-test (held out)": cmmlu_questions(),
-        "hongloumeng": texts(D / "corpus" / "zh" / "hongloumeng.txt"),
-        "chinese-poetry": texts(D / "corpus" / "zh" / "chinese-poetry"),
-        "english": texts(D / "corpus" / "en"),
-    }
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    sets = held_out_sets()
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        models: dict[str, Path] = {"llama2": LLAMA}
-        jieba = str(D / "corpus" / "zh" / "jieba_dict.txt")
-
-        def expand(name: str, *args: str) -> Path:
-            main(["tokenizer", "expand", "--source", str(LLAMA), "--merge-sp", str(CSP), *args,
-                  "--out", str(t / name)])  # fmt: skip
-            return t / name / "tokenizer.model"
-
-        t0 = time.perf_counter()
-        models["cn-llama-49953"] = expand("cn", "--no-keep-segmentation")
-        models["colossal-jieba-69104"] = colossal_jieba(t / "colossal.model", 69104)
-        t1 = time.perf_counter()
-        models["langgraft-69104"] = expand("lg", "--pieces", jieba, "--target-size", "69104")
-        t2 = time.perf_counter()
-        models["langgraft-learned-69104"] = expand(
-            "learned", "--learn-from", str(D / "corpus" / "zh"), "--target-size", "69104"
-        )
-        rates: dict[tuple[str, str], float] = {}
-        for name, path in models.items():
-            sp = spm.SentencePieceProcessor(model_file=str(path))
-            for cname, lines in corpora.items():
-                n = sum(map(len, sp.encode(lines)))
-                rates[name, cname] = n / sum(map(len, lines))
+        toks: dict[str, Path] = {"llama2": LLAMA, "llama3": LLAMA3}
+        info: dict[str, dict] = {}
+        toks["colossal-jieba-69104"] = colossal_jieba(t / "colossal.model", 69104)
+        for name, (source, argv) in recipes(args.quick).items():
+            t0 = time.perf_counter()
+            rc = main(
+                ["tokenizer", "expand", "--source", str(source), *argv, "--out", str(t / name)]
+            )
+            assert rc == 0, name
+            toks[name] = t / name
+            info[name] = json.loads((t / name / "expansion.json").read_text())
+            print(f"{name}: built in {time.perf_counter() - t0:.0f}s", flush=True)
+        rates: dict[str, dict[str, float]] = {}
+        sizes: dict[str, int] = {}
+        en_ids: dict[str, list] = {}
+        for name, path in toks.items():
+            tok = load_tokenizer(path)
+            sizes[name] = len(tok)
+            rates[name] = {}
+            for cname, texts in sets.items():
+                ids = tok(texts, add_special_tokens=False)["input_ids"]
+                rates[name][cname] = sum(map(len, ids)) / sum(map(len, texts))
+                if cname == "english":
+                    en_ids[name] = ids
+    base = "llama2"
+    print("\n| tokenizer | pieces | " + " | ".join(sets) + " | mean of the 3 held-out |")
+    print("|---|---:|" + "---:|" * (len(sets) + 1))
+    for name in rates:
+        r = rates[name]
+        zh = [r[c] for c in sets if c != "english"]
+        cells = [f"{r[c]:.3f}" for c in sets]
         print(
-            f"\nexpand time: chinese-llama merge {t1 - t0:.1f}s (incl. colossal build), "
-            f"langgraft recipe (merge + jieba) {t2 - t1:.1f}s\n"
+            f"| {name} | {sizes[name]:,} | " + " | ".join(cells) + f" | {sum(zh) / len(zh):.3f} |"
         )
-        print("| tokenizer | vocab | " + " | ".join(corpora) + " |")
-        print("|---|---:|" + "---:|" * len(corpora))
-        for name, path in models.items():
-            size = spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
-            cells = [
-                f"{rates[name, c]:.3f} ({rates[name, c] / rates['llama2', c]:.2f}x llama2, "
-                f"{rates[name, c] / rates['cn-llama-49953', c]:.2f}x cn-llama)"
-                for c in corpora
-            ]
-            print(f"| {name} | {size:,} | " + " | ".join(cells) + " |")
-        sample = corpora["cmmlu-test (held out)"][::4]
-        chars = sum(map(len, sample))
-        print("\nheld-out CMMLU (every 4th row): greedy BPE vs the optimal segmentation into the")
-        print("same vocabulary (a lower bound for any merge order):")
-        for name, path in models.items():
-            proto = load_proto(path)
-            vocab = {p.piece for p in proto.pieces if p.type == NORMAL}
-            sp = spm.SentencePieceProcessor(model_file=str(path))
-            bpe = sum(map(len, sp.encode(sample))) / chars
-            best = sum(optimal_tokens(vocab, x) for x in sample) / chars
-            print(f"  {name:26s} BPE {bpe:.4f}  optimal {best:.4f}  ({bpe / best - 1:+.2%})")
+    cn = rates["cn-llama-49953"]
+    print("\nratios vs cn-llama-49953 (held-out mean):")
+    for name, r in rates.items():
+        zh = [r[c] / cn[c] for c in sets if c != "english"]
+        print(f"  {name:22s} {sum(zh) / len(zh):.3f}x  (vs {base}: "
+              f"{sum(r[c] / rates[base][c] for c in sets if c != 'english') / 3:.3f}x)")  # fmt: skip
+    print("\nEnglish lines whose ids change against the source tokenizer:")
+    for name in rates:
+        src = "llama3" if name.startswith("llama3") else "llama2"
+        if name != src:
+            changed = sum(a != b for a, b in zip(en_ids[src], en_ids[name], strict=True))
+            print(f"  {name:22s} {changed:,} of {len(en_ids[src]):,}")
+    print("\nexpansion.json held-out figures (never-used pieces, cost of --keep-segmentation):")
+    for name, i in info.items():
+        h = i.get("held_out")
+        if h:
+            cost = h.get("keep_segmentation_cost") or {}
+            rel = cost.get("relative_cost")
+            print(f"  {name:22s} added {i['added']:,}, never used on held-out {h['never_used']:,}"
+                  + (f", keep-segmentation costs {100 * rel:+.2f}% tokens" if rel is not None else ""))  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"rates": rates, "sizes": sizes, "info": {
+            k: {kk: v for kk, v in i.items() if kk not in ("added_pieces", "skipped_pieces")}
+            for k, i in info.items()}}, indent=1, ensure_ascii=False))  # fmt: skip
 
 
 if __name__ == "__main__":

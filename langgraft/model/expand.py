@@ -75,6 +75,7 @@ class ExpandPlan:
     old_vocab: int  # rows in the source matrices
     new_vocab: int
     vocab_tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    tokenizer_json: bool = False  # src/tgt_proto are {id: token} of tokenizer.json files
 
     @property
     def padding_rows(self) -> tuple[int, int]:
@@ -123,6 +124,9 @@ def plan_expansion(cfg: ExpandConfig) -> ExpandPlan:
         )
     files, index = _weight_files(model_dir)
     config = check_model_dir(model_dir, remote_code_flag=False)
+    if not (model_dir / "tokenizer.model").is_file() and (model_dir / "tokenizer.json").is_file():
+        check_tokenizer_json(model_dir / "tokenizer.json")
+        return _plan_tokenizer_json(cfg, config, files, index, model_dir)
     if not (model_dir / "tokenizer.model").is_file():
         raise UserError(
             f"{model_dir}: no tokenizer.model; the source tokenizer must be the SentencePiece model "
@@ -172,6 +176,56 @@ def plan_expansion(cfg: ExpandConfig) -> ExpandPlan:
     return ExpandPlan(
         cfg, config, files, index, src, tgt, n_src, n_tgt, old_vocab, new_vocab, vocab_tensors
     )
+
+
+def _plan_tokenizer_json(
+    cfg: ExpandConfig, config: dict[str, Any], files: list[str], index: Any, model_dir: Path
+) -> ExpandPlan:
+    """A model whose tokenizer is only a tokenizer.json (byte-level BPE such as Llama-3): the
+    expanded tokenizer must be a directory whose tokenizer.json keeps every source id."""
+    from langgraft.model.safetensors_io import read_header
+    from langgraft.tokenizer.bytelevel import check_extends
+
+    tgt_json = Path(cfg.tokenizer) / "tokenizer.json"
+    if not tgt_json.is_file():
+        raise UserError(
+            f"{cfg.tokenizer}: the model's tokenizer is a tokenizer.json; pass the expanded "
+            "tokenizer's directory (from `tokenizer expand`), which holds one too"
+        )
+    from langgraft.model.checks import check_tokenizer_json
+
+    check_tokenizer_json(tgt_json)  # it is copied as is
+    src, tgt = check_extends(model_dir / "tokenizer.json", tgt_json)
+    n_src, n_tgt = max(src) + 1, max(tgt) + 1
+    old_vocab = int(config.get("vocab_size", 0))
+    vocab_tensors = {
+        info.name: info
+        for name in files
+        for info in read_header(model_dir / name)[0]
+        if info.name in VOCAB_TENSORS
+    }
+    if "model.embed_tokens.weight" not in vocab_tensors:
+        raise UserError(
+            f"{model_dir}: no model.embed_tokens.weight; a LLaMA-family model is expected"
+        )
+    if n_src > old_vocab or any(i.shape[0] != old_vocab for i in vocab_tensors.values()):
+        raise UserError(
+            f"{model_dir}: tokenizer/model mismatch: tokenizer.json has {n_src} ids but the model "
+            f"has {old_vocab} embedding rows"
+        )
+    # Rows past the source tokenizer's ids (if any) are padding; the new tokens start after them
+    # only when the tokenizer says so, so require the tokenizer to cover every row.
+    if n_src != old_vocab:
+        raise UserError(
+            f"{model_dir}: the model has {old_vocab} rows but its tokenizer.json {n_src} ids; "
+            "expanding would put new tokens on padding rows"
+        )
+    m = cfg.pad_to_multiple_of
+    new_vocab = -(-n_tgt // m) * m
+    return ExpandPlan(
+        cfg, config, files, index, src, tgt, n_src, n_tgt, old_vocab, new_vocab, vocab_tensors,
+        tokenizer_json=True,
+    )  # fmt: skip
 
 
 def subtoken_ids(src_proto: Any, tgt_proto: Any, new_ids: range) -> list[list[int]]:
@@ -319,10 +373,18 @@ def expand_model(cfg: ExpandConfig) -> dict[str, Any]:
     plan = plan_expansion(cfg)
     model_dir = Path(cfg.model)
     new_ids = range(plan.n_source, plan.n_target)
-    sub_ids = (
-        subtoken_ids(plan.src_proto, plan.tgt_proto, new_ids)
-        if cfg.init == "subtoken-mean"
-        else None
+    sub_ids = None
+    if cfg.init == "subtoken-mean" and plan.tokenizer_json:
+        from langgraft.tokenizer.bytelevel import subtoken_ids_bytelevel
+
+        sub_ids = subtoken_ids_bytelevel(model_dir / "tokenizer.json", plan.tgt_proto, new_ids)
+    elif cfg.init == "subtoken-mean":
+        sub_ids = subtoken_ids(plan.src_proto, plan.tgt_proto, new_ids)
+    src_tok = model_dir / ("tokenizer.json" if plan.tokenizer_json else "tokenizer.model")
+    tgt_tok = (
+        Path(cfg.tokenizer) / "tokenizer.json"
+        if plan.tokenizer_json
+        else resolve_model_path(cfg.tokenizer)
     )
     tied = "lm_head.weight" not in plan.vocab_tensors
     log.info(
@@ -332,8 +394,8 @@ def expand_model(cfg: ExpandConfig) -> dict[str, Any]:
     )  # fmt: skip
     summary: dict[str, Any] = {
         "config": to_dict(cfg),
-        "source_tokenizer_sha256": sha256_file(model_dir / "tokenizer.model"),
-        "target_tokenizer_sha256": sha256_file(resolve_model_path(cfg.tokenizer)),
+        "source_tokenizer_sha256": sha256_file(src_tok),
+        "target_tokenizer_sha256": sha256_file(tgt_tok),
         "n_source_pieces": plan.n_source,
         "n_target_pieces": plan.n_target,
         "n_added": len(new_ids),
@@ -342,7 +404,11 @@ def expand_model(cfg: ExpandConfig) -> dict[str, Any]:
         "tied_embeddings": tied,
     }
     if sub_ids is not None:
-        byte_ids = {i for i, p in enumerate(plan.src_proto.pieces) if p.type == BYTE}
+        byte_ids = (
+            set()
+            if plan.tokenizer_json
+            else {i for i, p in enumerate(plan.src_proto.pieces) if p.type == BYTE}
+        )
         summary["n_init_from_global_mean"] = sum(not ids for ids in sub_ids)
         summary["n_init_with_byte_subtokens"] = sum(
             any(i in byte_ids for i in ids) for ids in sub_ids

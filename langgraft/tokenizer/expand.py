@@ -1,8 +1,14 @@
-"""`langgraft tokenizer expand`: add pieces to a LLaMA-style SentencePiece BPE tokenizer.
+"""`langgraft tokenizer expand`: add pieces to a LLaMA-style SentencePiece BPE tokenizer, or
+merges to a byte-level BPE one (Llama-3; see `langgraft.tokenizer.expand_bytelevel`).
 
     langgraft tokenizer expand --source ../shared/data/tokenizers/llama2/tokenizer.model \
         --merge-sp ../shared/data/tokenizers/chinese-llama-sp/chinese_sp.model \
         --learn-from ../shared/data/corpus/zh --target-size 69104 --out out/tok-zh
+
+Learning (--learn-from, default --learner merges) continues BPE from the source's own
+segmentation of the corpus (`langgraft.tokenizer.learn`): the learned pieces come in merge order,
+each formed from two pieces that exist when it is added; --learner sentencepiece trains a
+separate SentencePiece BPE model on the corpus instead (the pieces then often need intermediates).
 
 How this differs from Colossal's init_tokenizer (score 0 for every new piece):
 - Scores. New pieces get distinct scores just below the source's lowest regular score, falling in
@@ -20,21 +26,21 @@ How this differs from Colossal's init_tokenizer (score 0 for every new piece):
 
 from __future__ import annotations
 
-import json
 import logging
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from langgraft.errors import UserError
+from langgraft.tokenizer.records import count_unused, keep_cost, tokens_per_char, write_record
 from langgraft.tokenizer.sources import (
     Candidate,
-    expand_paths,
-    iter_texts,
     learn_pieces,
     pieces_of_model,
     read_piece_file,
+    read_samples,
 )
 from langgraft.tokenizer.spmodel import (
     NORMAL,
@@ -55,7 +61,9 @@ class ExpandConfig:
     """Options of `langgraft tokenizer expand`."""
 
     source: Path
-    """Source tokenizer: a LLaMA-style SentencePiece `tokenizer.model` or a HF directory holding one."""
+    """Source tokenizer: a LLaMA-style SentencePiece `tokenizer.model` (or a HF directory holding
+    one), a HF directory whose tokenizer.json is a byte-level BPE, or a tiktoken ranks file
+    (Meta's Llama-3 tokenizer.model)."""
     out: Path
     """Output directory (written aside and renamed into place; must not exist unless --overwrite)."""
     pieces: list[Path] = field(default_factory=list)
@@ -64,6 +72,9 @@ class ExpandConfig:
     """With --pieces: keep only the N most frequent words of each list."""
     merge_sp: list[Path] = field(default_factory=list)
     """Other SentencePiece models whose pieces are appended (Chinese-LLaMA's method)."""
+    merge_top: int | None = None
+    """With --merge-sp: keep only the N best-scoring pieces of each model (the rest of the budget
+    goes to --pieces and --learn-from)."""
     learn_from: list[Path] = field(default_factory=list)
     """Corpora (files or directories: text, jsonl, json, word-frequency list) to learn a BPE model on."""
     target_size: int | None = None
@@ -77,6 +88,25 @@ class ExpandConfig:
     reports the unreachable ones)."""
     learn_coverage: float = 0.9995
     """Character coverage of the learned model (rarer characters are left to byte fallback)."""
+    learner: Literal["merges", "sentencepiece"] = "merges"
+    """How --learn-from learns: merges (continue BPE from the source's segmentation of the corpus,
+    so every learned piece is reachable and ranked after the old ones) or sentencepiece (train a
+    separate SentencePiece BPE model; SentencePiece sources only)."""
+    min_count: int = 2
+    """Frequency floor: a learned merge must join a pair seen at least this many times in the
+    --learn-from corpora (EEVE keeps tokens seen >= 6,000 times in 100 GB)."""
+    max_token_length: int | None = None
+    """Longest learned token, in source tokens (default: no limit)."""
+    hold_out: float = 0.0
+    """Hold the last FRACTION of each --learn-from corpus's samples out of learning and report
+    compression, never-used pieces and the cost of --keep-segmentation on them."""
+    held_out: list[Path] = field(default_factory=list)
+    """More held-out corpora for those figures (text that the learning never sees)."""
+    measure_keep_cost: bool = True
+    """With held-out text: also build the other --keep-segmentation variant (a second learning
+    run) and record in expansion.json what keeping the old segmentation costs in compression."""
+    pattern: str | None = None
+    """Pre-tokenizer regex of a tiktoken ranks file (default: Llama-3's, for Meta's file)."""
     check_corpus: list[Path] = field(default_factory=list)
     """Corpora on which to count added pieces that never occur (default: the --learn-from corpora)."""
     overwrite: bool = False
@@ -87,10 +117,18 @@ class ExpandConfig:
             raise UserError("nothing to add: give --pieces, --merge-sp and/or --learn-from")
         if self.learn_from and self.target_size is None:
             raise UserError("--learn-from needs --target-size N (the final vocabulary size)")
+        if self.merge_top is not None and self.merge_top <= 0:
+            raise UserError(f"--merge-top must be positive, got {self.merge_top}")
         if self.top is not None and self.top <= 0:
             raise UserError(f"--top must be positive, got {self.top}")
         if not 0.9 <= self.learn_coverage <= 1.0:
             raise UserError(f"--learn-coverage must be in [0.9, 1], got {self.learn_coverage}")
+        if self.min_count < 1:
+            raise UserError(f"--min-count must be >= 1, got {self.min_count}")
+        if not 0.0 <= self.hold_out < 1.0:
+            raise UserError(f"--hold-out must be in [0, 1), got {self.hold_out}")
+        if self.hold_out and not self.learn_from:
+            raise UserError("--hold-out holds out part of --learn-from; give --learn-from")
 
 
 def merged_characters(proto: ModelProto) -> set[str]:
@@ -240,120 +278,170 @@ class Expander:
         return True
 
 
-def collect_candidates(cfg: ExpandConfig, source_size: int) -> list[Candidate]:
+def listed_candidates(cfg: ExpandConfig) -> list[Candidate]:
     # A trained model's pieces come first: they form a consistent vocabulary whose merge paths
     # mostly exist already (measured: merge first, then jieba words, compresses CMMLU 4% better
     # than the reverse order).
     cands: list[Candidate] = []
     for m in cfg.merge_sp:
-        cands += pieces_of_model(Path(m))
+        cands += pieces_of_model(Path(m))[: cfg.merge_top]
     for f in cfg.pieces:
         cands += read_piece_file(Path(f), cfg.top)
-    if cfg.learn_from:
-        assert cfg.target_size is not None
-        budget = max(cfg.target_size - source_size, 1)
-        # Learn more pieces than the budget: many of them are already in the source vocabulary.
-        learned = learn_pieces(
-            cfg.learn_from,
-            vocab_size=int(budget * 1.5) + 256,
-            character_coverage=cfg.learn_coverage,
-        )
-        # Single characters first (byte fallback costs up to 3 tokens per CJK character), then the
-        # multi-character pieces in the learned merge order.
-        cands += [c for c in learned if len(c.piece) == 1] + [
-            c for c in learned if len(c.piece) > 1
-        ]
     return cands
 
 
-def count_unused(proto: ModelProto, added: list[str], corpora: list[Path]) -> tuple[int, int]:
-    """How many added pieces never occur when tokenizing the corpora (and the samples read)."""
-    from langgraft.tokenizer.hf import build_fast_tokenizer
+def learned_candidates(
+    cfg: ExpandConfig,
+    exp: Expander,
+    samples: list[tuple[str, int]],
+) -> list[Candidate]:
+    """Candidates learned from --learn-from on the vocabulary as it stands in `exp`."""
+    from langgraft.tokenizer.learn import learn_sentencepiece_pieces
 
-    tok = build_fast_tokenizer(proto)
-    ids = {proto.pieces[i].piece: i for i in range(len(proto.pieces))}
-    seen: Counter[int] = Counter()
-    n = 0
-    batch: list[str] = []
-    for f in expand_paths(corpora):
-        for text, _ in iter_texts(f):
-            batch.append(text)
-            if len(batch) >= 4096:
-                for enc in tok.encode_batch(batch, add_special_tokens=False):
-                    seen.update(enc.ids)
-                n += len(batch)
-                batch = []
-    for enc in tok.encode_batch(batch, add_special_tokens=False):
-        seen.update(enc.ids)
-    n += len(batch)
-    return sum(1 for p in added if seen[ids[p]] == 0), n
-
-
-def write_record(path: Path, summary: dict, result: Expansion) -> None:
-    """expansion.json: the summary, then one line per added and per skipped piece."""
-
-    def rows(items: list[dict]) -> str:
-        return ",\n".join("  " + json.dumps(x, ensure_ascii=False) for x in items)
-
-    head = json.dumps(summary, indent=1, ensure_ascii=False)[:-2]
-    path.write_text(
-        f'{head},\n "added_pieces": [\n{rows(result.added)}\n ],\n'
-        f' "skipped_pieces": [\n{rows(result.skipped)}\n ]\n}}\n',
-        encoding="utf-8",
+    assert cfg.target_size is not None
+    budget = max(cfg.target_size - len(exp.proto.pieces), 1)
+    if not samples:
+        raise UserError(f"--learn-from: no text found in {', '.join(map(str, cfg.learn_from))}")
+    if cfg.learner == "merges":
+        return learn_sentencepiece_pieces(
+            exp.proto, samples, budget, exp.keep, cfg.min_count, cfg.learn_coverage, exp.old_chars
+        )
+    # Learn more pieces than the budget: many of them are already in the source vocabulary.
+    learned = learn_pieces(
+        samples, vocab_size=int(budget * 1.5) + 256, character_coverage=cfg.learn_coverage
     )
+    # Single characters first (byte fallback costs up to 3 tokens per CJK character), then the
+    # multi-character pieces in the learned merge order.
+    return [c for c in learned if len(c.piece) == 1] + [c for c in learned if len(c.piece) > 1]
+
+
+def build_expansion(
+    cfg: ExpandConfig, source: ModelProto, samples: list[tuple[str, int]], keep: bool
+) -> tuple[ModelProto, Expander, int]:
+    """Offer every candidate to a copy of the source; return it, the expander and #candidates.
+    Learning runs after the listed candidates are in, on the vocabulary they leave."""
+    from tqdm import tqdm
+
+    proto = ModelProto()
+    proto.CopyFrom(source)
+    intermediates = keep if cfg.intermediates is None else cfg.intermediates
+    exp = Expander(proto, keep, cfg.target_size, intermediates)
+    cands = listed_candidates(cfg)
+    for cand in tqdm(cands, desc="adding pieces", unit="piece", mininterval=1, leave=False):
+        exp.offer(cand)
+    n = len(cands)
+    if cfg.learn_from and (cfg.target_size is None or len(proto.pieces) < cfg.target_size):
+        learned = learned_candidates(cfg, exp, samples)
+        for cand in tqdm(learned, desc="adding learned", unit="piece", mininterval=1, leave=False):
+            exp.offer(cand)
+        n += len(learned)
+    return proto, exp, n
+
+
+def _sources_record(cfg: ExpandConfig) -> dict:
+    return {
+        "pieces": [str(p) for p in cfg.pieces],
+        "top": cfg.top,
+        "merge_sp": [str(p) for p in cfg.merge_sp],
+        "merge_top": cfg.merge_top,
+        "learn_from": [str(p) for p in cfg.learn_from],
+        "learner": cfg.learner if cfg.learn_from else None,
+        "min_count": cfg.min_count,
+        "hold_out": cfg.hold_out,
+        "held_out": [str(p) for p in cfg.held_out],
+        "target_size": cfg.target_size,
+    }
+
+
+def read_learning_text(cfg: ExpandConfig) -> tuple[list[tuple[str, int]], list[str]]:
+    """Samples to learn from and held-out texts (the --hold-out tails plus --held-out)."""
+    samples, held = read_samples(cfg.learn_from, cfg.hold_out) if cfg.learn_from else ([], [])
+    if cfg.held_out:
+        held += [t for t, _ in read_samples(cfg.held_out)[0]]
+    return samples, held
 
 
 def expand(cfg: ExpandConfig) -> dict:
     """Run the expansion and write the HF tokenizer directory; return the summary."""
-    from tqdm import tqdm
-
-    from langgraft.fsutil import atomic_output_dir, sha256_file
-    from langgraft.tokenizer.hf import write_hf_tokenizer
+    from langgraft.tokenizer.bytelevel import is_bytelevel_source
 
     cfg.validate()
+    if is_bytelevel_source(Path(cfg.source)):
+        from langgraft.tokenizer.expand_bytelevel import expand_bytelevel
+
+        return expand_bytelevel(cfg)
+    return expand_sentencepiece(cfg)
+
+
+def expand_sentencepiece(cfg: ExpandConfig) -> dict:
+    from langgraft.fsutil import atomic_output_dir, sha256_file
+    from langgraft.tokenizer.hf import build_fast_tokenizer, write_hf_tokenizer
+
+    if cfg.pattern is not None:
+        raise UserError("--pattern is for tiktoken ranks files, not SentencePiece models")
     src_path = resolve_model_path(cfg.source)
-    proto = load_proto(src_path)
-    check_llama_style(proto, str(src_path))
-    source_size = len(proto.pieces)
+    source = load_proto(src_path)
+    check_llama_style(source, str(src_path))
+    source_size = len(source.pieces)
     if cfg.target_size is not None and cfg.target_size <= source_size:
         raise UserError(
             f"--target-size {cfg.target_size} is not above the source size {source_size}"
         )
-    cands = collect_candidates(cfg, source_size)
-    intermediates = cfg.keep_segmentation if cfg.intermediates is None else cfg.intermediates
-    exp = Expander(proto, cfg.keep_segmentation, cfg.target_size, intermediates)
-    for cand in tqdm(cands, desc="adding pieces", unit="piece", mininterval=1, leave=False):
-        exp.offer(cand)
+    samples, held = read_learning_text(cfg)
+    proto, exp, n_cands = build_expansion(cfg, source, samples, cfg.keep_segmentation)
     added = [a["piece"] for a in exp.result.added]
     unreachable = [p for p in added if segment(p, exp.scores) != [p]]
     corpora = cfg.check_corpus or cfg.learn_from
-    unused, samples = count_unused(proto, added, corpora) if corpora and added else (None, 0)
+    unused, samples_checked = (
+        count_unused(proto, added, corpora) if corpora and added else (None, 0)
+    )
+    held_fig = None
+    if held:
+        ids = {p.piece: i for i, p in enumerate(proto.pieces)}
+        after_tok = build_fast_tokenizer(proto)
+        used: Counter[int] = Counter()
+        for enc in after_tok.encode_batch(held, add_special_tokens=False):
+            used.update(enc.ids)
+        held_fig = {
+            "samples": len(held),
+            "characters": sum(map(len, held)),
+            "tokens_per_char_source": tokens_per_char(build_fast_tokenizer(source), held),
+            "tokens_per_char": tokens_per_char(after_tok, held),
+            "never_used": sum(1 for p in added if used[ids[p]] == 0),
+        }
+        if cfg.measure_keep_cost:
+            other, _, _ = build_expansion(cfg, source, samples, not cfg.keep_segmentation)
+            mine, theirs = (
+                held_fig["tokens_per_char"],
+                tokens_per_char(build_fast_tokenizer(other), held),
+            )
+            held_fig["keep_segmentation_cost"] = (
+                keep_cost(mine, theirs, True)
+                if cfg.keep_segmentation
+                else keep_cost(theirs, mine, False)
+            )
     reasons = exp.reasons
     summary = {
         "source": str(src_path),
         "source_sha256": sha256_file(src_path),
+        "source_kind": "sentencepiece",
         "source_size": source_size,
         "final_size": len(proto.pieces),
         "added": len(added),
         "added_intermediate": sum(a["role"] == "intermediate" for a in exp.result.added),
-        "candidates": len(cands),
+        "candidates": n_cands,
         "skipped": sum(reasons.values()),
         "skipped_by_reason": dict(reasons.most_common()),
         "keep_segmentation": cfg.keep_segmentation,
-        "intermediates": intermediates,
+        "intermediates": exp.intermediates,
         "unreachable": len(unreachable),
         "unreachable_examples": unreachable[:20],
         "score_range": [exp.first_score, exp.next_score + 1.0] if added else None,
         "never_used_on_corpus": unused,
         "check_corpus": [str(p) for p in corpora],
-        "check_corpus_samples": samples,
-        "sources": {
-            "pieces": [str(p) for p in cfg.pieces],
-            "top": cfg.top,
-            "merge_sp": [str(p) for p in cfg.merge_sp],
-            "learn_from": [str(p) for p in cfg.learn_from],
-            "target_size": cfg.target_size,
-        },
+        "check_corpus_samples": samples_checked,
+        "held_out": held_fig,
+        "sources": _sources_record(cfg),
     }
     inputs = [cfg.source, *cfg.pieces, *cfg.merge_sp, *cfg.learn_from, *cfg.check_corpus]
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=inputs) as tmp:

@@ -150,8 +150,9 @@ def write_hf_tokenizer(
     (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2, ensure_ascii=False))
 
 
-def load_tokenizer(src: str | Path) -> Any:
-    """The one way every stage loads a tokenizer: a HF directory or a bare `tokenizer.model`.
+def load_tokenizer(src: str | Path, pattern: str | None = None) -> Any:
+    """The one way every stage loads a tokenizer: a HF directory, a bare SentencePiece
+    `tokenizer.model`, or a tiktoken ranks file (Meta's Llama-3 file; see `bytelevel`).
 
     A directory with `tokenizer.json` is loaded with `AutoTokenizer` (local files only). A bare
     SentencePiece file gets a fast tokenizer built from its proto (never transformers' own
@@ -167,6 +168,14 @@ def load_tokenizer(src: str | Path) -> Any:
             from langgraft.model.checks import tokenizer_load_error
 
             raise tokenizer_load_error(p, e) from None
+    from langgraft.tokenizer.bytelevel import load_bytelevel_source, looks_like_tiktoken
+
+    if p.is_file() and looks_like_tiktoken(p):
+        bl = load_bytelevel_source(p, pattern)
+        specials = bl.side_files.get("special_tokens_map.json", {})
+        return PreTrainedTokenizerFast(
+            tokenizer_object=bl.tokenizer(), clean_up_tokenization_spaces=False, **specials
+        )
     proto = load_proto(p)
     ts = proto.trainer_spec
     tok = PreTrainedTokenizerFast(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.tokenizer.sources import expand_paths, iter_texts
+from langgraft.tokenizer.sources import expand_paths, iter_texts, looks_like_freq_list
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ class ReportConfig:
     """Options of `langgraft tokenizer report`."""
 
     tokenizer: list[Path]
-    """Tokenizers (tokenizer.model files or HF directories); the first is the baseline."""
+    """Tokenizers: SentencePiece tokenizer.model files, HF directories (tokenizer.json) or
+    tiktoken ranks files (Llama-3's tokenizer.model); the first is the baseline."""
     corpus: list[Path]
     """Corpora: files or directories of text, jsonl, json or word-frequency lists."""
     names: list[str] = field(default_factory=list)
@@ -39,8 +40,13 @@ class ReportConfig:
     """Replace an existing --out directory (only one that langgraft wrote)."""
     max_samples: int | None = None
     """Read at most this many samples per corpus (default: all)."""
+    tail: float | None = None
+    """Measure only the last FRACTION of each corpus file's samples: the part that
+    `tokenizer expand --hold-out FRACTION` held out of learning."""
     batch_size: int = 1024
     """Samples tokenized per batch."""
+    pattern: str | None = None
+    """Pre-tokenizer regex for tiktoken ranks files other than Meta's Llama-3 file."""
 
 
 def _label(path: Path) -> str:
@@ -48,10 +54,13 @@ def _label(path: Path) -> str:
     return p.parent.name + "/" + p.name if p.name in ("tokenizer.model", "") else p.name
 
 
-def load_corpus(path: Path, max_samples: int | None) -> list[str]:
+def load_corpus(path: Path, max_samples: int | None, tail: float | None = None) -> list[str]:
     texts: list[str] = []
     for f in expand_paths([path]):
-        for text, _ in iter_texts(f):
+        rows = list(iter_texts(f))
+        if tail and not looks_like_freq_list(f):  # as `expand --hold-out`: word lists stay whole
+            rows = rows[len(rows) - int(len(rows) * tail) :]
+        for text, _ in rows:
             texts.append(text)
             if max_samples and len(texts) >= max_samples:
                 return texts
@@ -125,13 +134,15 @@ def compute(cfg: ReportConfig) -> list[dict]:
         raise UserError(f"--max-samples {cfg.max_samples}: must be >= 1 (omit it for all)")
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size {cfg.batch_size}: must be >= 1")
+    if cfg.tail is not None and not 0 < cfg.tail < 1:
+        raise UserError(f"--tail must be in (0, 1), got {cfg.tail}")
     if cfg.names and len(cfg.names) != len(cfg.tokenizer):
         raise UserError(f"--names: got {len(cfg.names)} names for {len(cfg.tokenizer)} tokenizers")
     names = cfg.names or [_label(t) for t in cfg.tokenizer]
-    toks = [load_tokenizer(t) for t in cfg.tokenizer]
+    toks = [load_tokenizer(t, cfg.pattern) for t in cfg.tokenizer]
     rows: list[dict] = []
     for corpus in cfg.corpus:
-        texts = load_corpus(corpus, cfg.max_samples)
+        texts = load_corpus(corpus, cfg.max_samples, cfg.tail)
         base = None
         for name, tok in zip(names, toks, strict=True):
             m = measure(tok, texts, cfg.batch_size, f"{name} on {Path(corpus).name}")

@@ -159,7 +159,34 @@ def _row_text(row: Any, path: Path, n: int) -> str:
             return str(row.get("source") or "") + str(row.get("target") or "")
         if isinstance(row.get("messages"), list):
             return "\n".join(m.get("content", "") for m in row["messages"] if isinstance(m, dict))
-    raise UserError(f"{path}:{n}: jsonl row has no text, source/target or messages field")
+        if isinstance(row.get("passage"), str) or isinstance(row.get("question"), str):
+            # exam rows (AGIEval): passage, question and options
+            opts = row.get("options") if isinstance(row.get("options"), list) else []
+            parts = [row.get("passage") or "", row.get("question") or "", *map(str, opts)]
+            return "\n".join(p for p in parts if p)
+    raise UserError(
+        f"{path}:{n}: jsonl row has no text, source/target, messages or passage/question field"
+    )
+
+
+_CSV_SKIP = {"", "answer", "label", "id"}
+
+
+def _csv_texts(path: Path) -> Iterator[tuple[str, int]]:
+    """One sample per row of a CSV with a header (CMMLU, C-Eval): the text cells joined by
+    spaces; index, id and answer columns are left out."""
+    import csv
+
+    lines = (line for _, line in _open_text(path))
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        return
+    keep = [i for i, h in enumerate(header) if h.strip().lower() not in _CSV_SKIP]
+    for row in reader:
+        text = " ".join(row[i] for i in keep if i < len(row) and row[i].strip())
+        if text:
+            yield text, 1
 
 
 def iter_texts(path: Path) -> Iterator[tuple[str, int]]:
@@ -170,6 +197,8 @@ def iter_texts(path: Path) -> Iterator[tuple[str, int]]:
         for n, line in _open_text(path):
             if line.strip():
                 yield _row_text(_json_line(path, n, line), path, n), 1
+    elif name.endswith(".csv"):
+        yield from _csv_texts(path)
     elif name.endswith(".json"):
         from langgraft.data.convert import json_documents
 
@@ -202,7 +231,7 @@ def expand_paths(paths: list[Path]) -> list[Path]:
 
 
 def learn_pieces(
-    files: list[Path],
+    samples: list[tuple[str, int]],
     vocab_size: int,
     character_coverage: float = 0.9995,
     max_piece_length: int = 16,
@@ -215,15 +244,14 @@ def learn_pieces(
     import sentencepiece as spm
 
     counts: dict[str, int] = {}
-    for f in expand_paths(files):
-        for text, weight in iter_texts(f):
-            for para in text.replace("\t", " ").splitlines():
-                for sent in _SENTENCE_END.split(para):
-                    sent = sent.strip()
-                    if sent:
-                        counts[sent[:1000]] = counts.get(sent[:1000], 0) + weight
+    for text, weight in samples:
+        for para in text.replace("\t", " ").splitlines():
+            for sent in _SENTENCE_END.split(para):
+                sent = sent.strip()
+                if sent:
+                    counts[sent[:1000]] = counts.get(sent[:1000], 0) + weight
     if not counts:
-        raise UserError(f"--learn-from: no text found in {', '.join(map(str, files))}")
+        raise UserError("--learn-from: no text found")
     # The trainer refuses a vocabulary smaller than the characters it must cover.
     chars: Counter[str] = Counter()
     for sent, c in counts.items():
@@ -267,3 +295,20 @@ def learn_pieces(
     return [
         Candidate(p.piece, f"learned#{i}") for i, p in enumerate(proto.pieces) if p.type == NORMAL
     ]
+
+
+def read_samples(
+    files: list[Path], hold_out: float = 0.0
+) -> tuple[list[tuple[str, int]], list[str]]:
+    """(sample, weight) pairs to learn from and the held-out texts: the last `hold_out` fraction
+    of each file's samples (in file order), so learning never sees them. Word-frequency lists
+    are not running text and are never held out."""
+    learn: list[tuple[str, int]] = []
+    held: list[str] = []
+    for f in expand_paths(files):
+        rows = list(iter_texts(f))
+        frac = 0.0 if rows and looks_like_freq_list(f) else hold_out
+        cut = len(rows) - int(len(rows) * frac)
+        learn += rows[:cut]
+        held += [t for t, _ in rows[cut:]]
+    return learn, held

@@ -72,6 +72,11 @@ def learned(tmp_path_factory, shared_data, llama2_model):
         str(zh / "chinese-poetry"),
         "--target-size",
         "40000",
+        "--hold-out",
+        "0.1",
+        "--min-count",
+        "3",
+        "--no-measure-keep-cost",
     )
 
 
@@ -117,6 +122,10 @@ def test_learned_pieces(learned, llama2_model, zh, en):
     info = json.loads((learned / "expansion.json").read_text())
     assert info["final_size"] == 40000 and info["unreachable"] == 0
     assert info["never_used_on_corpus"] is not None and info["check_corpus_samples"] > 1000
+    held = info["held_out"]  # the last 10% of each corpus, never learned from
+    assert held["samples"] > 500 and 0 < held["never_used"] < info["added"]
+    assert held["tokens_per_char"] < 0.7 * held["tokens_per_char_source"]
+    assert info["sources"]["learner"] == "merges" and info["added_intermediate"] < 50
     assert_english_unchanged(learned, llama2_model, en)
     assert_slow_equals_fast(learned, zh)
     assert_slow_equals_fast(learned, en[:5000])

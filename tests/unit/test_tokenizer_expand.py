@@ -241,3 +241,21 @@ def test_learn_with_budget_below_character_count(tmp_path, shared_data):
     info = json.loads((out / "expansion.json").read_text())
     assert info["final_size"] == 700 and info["skipped_by_reason"]["target size reached"] > 0
     assert "的" in {a["piece"] for a in info["added_pieces"]}
+
+
+@pytest.mark.parametrize("learner", ["merges", "sentencepiece"])
+def test_learners_on_sentencepiece_source(tmp_path, shared_data, learner):
+    """Both learners reach the target; the merge learner's pieces need no intermediates (each is
+    formed from two pieces present when it is added)."""
+    tok512 = shared_data / "models" / "stories260K" / "tok512.model"
+    corpus = tmp_path / "zh.txt"
+    lines = (shared_data / "corpus" / "zh" / "hongloumeng.txt").read_text("utf-8").splitlines()
+    corpus.write_text("\n".join(lines[:400]), encoding="utf-8")
+    rc, out = expand(tmp_path, tok512, "--learn-from", str(corpus), "--target-size", "1500",
+                     "--learner", learner)  # fmt: skip
+    assert rc == 0
+    info = json.loads((out / "expansion.json").read_text())
+    assert info["final_size"] == 1500 and info["unreachable"] == 0
+    assert info["sources"]["learner"] == learner
+    if learner == "merges":
+        assert info["added_intermediate"] == 0
