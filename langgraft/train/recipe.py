@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -228,6 +229,19 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; --config takes a YAML recipe file")
+    try:
+        path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {e.start}); a recipe is a YAML file"
+        ) from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the recipe ({e.strerror})") from None
     data = read_yaml_mapping(path, what="recipe")
     return recipe_from_dict(apply_overrides(data, overrides or []), where=str(path))
 
@@ -240,6 +254,14 @@ def _check(ok: bool, where: str, message: str) -> None:
 def validate(recipe: Recipe, where: str = "recipe") -> None:
     """Cross-field checks that need no data or model (those come in `plan_stage`)."""
     _check(bool(recipe.stages), f"{where}: stages", "at least one stage is required")
+    # numpy's SeedSequence refuses negative seeds and every rank adds its rank to the seed.
+    _check(0 <= recipe.seed < 2**32, f"{where}: seed", f"{recipe.seed} must be in [0, 2^32)")
+    _check(
+        not (recipe.precision == "fp32" and recipe.attn_implementation.startswith("flash")),
+        f"{where}: precision",
+        f"fp32 with attn_implementation {recipe.attn_implementation}: flash kernels run in "
+        "fp16/bf16 only; use precision: bf16 (or attn_implementation: sdpa)",
+    )
     _check(recipe.log_interval >= 1, f"{where}: log_interval", "must be >= 1")
     ck = recipe.checkpoint
     _check(ck.save_interval >= 0, f"{where}: checkpoint.save_interval", "must be >= 0")
@@ -263,20 +285,34 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
         _check(names.count(s.name) <= 1 or not s.name, f"{w}.name", f"duplicate name {s.name!r}")
         _check(bool(s.data), f"{w}.data", "no datasets; list prepared directories under data:")
         for j, d in enumerate(s.data):
-            _check(d.weight > 0, f"{w}.data[{j}].weight", f"{d.weight} must be > 0")
+            _check(
+                math.isfinite(d.weight) and d.weight > 0, f"{w}.data[{j}].weight",
+                f"{d.weight} must be finite and > 0",
+            )  # fmt: skip
         budgets = [k for k in ("tokens", "steps", "epochs") if getattr(s, k) is not None]
         _check(len(budgets) <= 1, f"{w}", f"set one budget, not {' and '.join(budgets)}")
         for k in budgets:
             _check(getattr(s, k) > 0, f"{w}.{k}", f"{getattr(s, k)} must be > 0")
         _check(s.micro_batch_size >= 1, f"{w}.micro_batch_size", "must be >= 1")
         _check(s.accumulation_steps >= 1, f"{w}.accumulation_steps", "must be >= 1")
-        _check(s.lr > 0, f"{w}.lr", f"{s.lr} must be > 0")
+        _check(math.isfinite(s.lr) and s.lr > 0, f"{w}.lr", f"{s.lr} must be finite and > 0")
+        for k in ("adam_beta1", "adam_beta2"):
+            _check(0 <= getattr(s, k) < 1, f"{w}.{k}", f"{getattr(s, k)} must be in [0, 1)")
+        _check(
+            math.isfinite(s.adam_eps) and s.adam_eps > 0, f"{w}.adam_eps",
+            f"{s.adam_eps} must be finite and > 0",
+        )  # fmt: skip
+        _check(math.isfinite(s.weight_decay), f"{w}.weight_decay", "must be finite")
+        _check(math.isfinite(s.grad_clip), f"{w}.grad_clip", "must be finite (0 disables it)")
         _check(0 <= s.min_lr_ratio <= 1, f"{w}.min_lr_ratio", "must be in [0, 1]")
         _check(0 <= s.warmup_ratio < 1, f"{w}.warmup_ratio", "must be in [0, 1)")
         _check(s.warmup_steps is None or s.warmup_steps >= 0, f"{w}.warmup_steps", "must be >= 0")
         _check(s.weight_decay >= 0, f"{w}.weight_decay", "must be >= 0")
         _check(s.grad_clip >= 0, f"{w}.grad_clip", "must be >= 0 (0 disables clipping)")
-        _check(s.neft_alpha is None or s.neft_alpha > 0, f"{w}.neft_alpha", "must be > 0")
+        _check(
+            s.neft_alpha is None or (math.isfinite(s.neft_alpha) and s.neft_alpha > 0),
+            f"{w}.neft_alpha", "must be finite and > 0",
+        )  # fmt: skip
         _check(s.lora_rank is None or s.lora_rank >= 1, f"{w}.lora_rank", "must be >= 1")
         _check(
             not (s.lora_rank and s.freeze_non_embeds_params),
