@@ -24,9 +24,9 @@ import yaml
 from langgraft.config import from_dict, read_yaml_mapping
 from langgraft.errors import UserError
 
-# Colossal-LLaMA-2's `--plugin` values. ddp runs under torchrun (DistributedDataParallel); the
-# sharded ones wait for FSDP2/TP, and until then naming one is an error, never a silent fallback.
-PLUGINS = ("none", "ddp", "gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
+# Colossal-LLaMA-2's `--plugin` values (plus zero3) on PyTorch's engine: DDP, FSDP2 and DTensor
+# tensor parallel (langgraft/distributed/dims.py has the mapping).
+PLUGINS = ("none", "ddp", "gemini", "gemini_auto", "zero2", "zero2_cpu", "zero3", "3d")
 
 
 @dataclass
@@ -137,9 +137,22 @@ class Recipe:
     grad_checkpoint: bool = False
     """Recompute activations in the backward pass (Colossal --use_grad_checkpoint)."""
     plugin: Literal[PLUGINS] = "none"  # type: ignore[valid-type]
-    """Parallelism: none (one process) or ddp (data parallel under torchrun; each rank takes
-    micro_batch_size x accumulation_steps rows per step). zero2, zero2_cpu, gemini, gemini_auto
-    and 3d are the Colossal names, reserved for the sharded trainer (an error today)."""
+    """Parallelism under torchrun (each data-parallel rank takes micro_batch_size x
+    accumulation_steps rows per step): none (one process), ddp (DistributedDataParallel), zero2
+    (FSDP2, parameters kept gathered from forward to backward), gemini / zero3 (FSDP2 fully
+    sharded), zero2_cpu / gemini_auto (the same with parameters, gradients and AdamW on CPU),
+    3d (tensor parallel over `tp` ranks x FSDP2 over the rest). Colossal --plugin."""
+    tp: int = 1
+    """Tensor-parallel degree of plugin 3d: attention and MLP projections (and an untied
+    embedding/lm_head, vocabulary padded to a multiple of tp) split over tp ranks. Colossal --tp."""
+    zero: int | None = None
+    """ZeRO stage of plugin 3d's data-parallel dimension: 2 (default; parameters kept gathered
+    from forward to backward) or 3 (fully sharded). Other plugins imply it. Colossal --zero."""
+    pp: int = 1
+    """Pipeline-parallel degree; only 1 is supported (refused otherwise, before loading)."""
+    compile: bool = False
+    """torch.compile each decoder layer (after tensor parallel and activation checkpointing,
+    before FSDP2), as torchtitan does."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train; auto picks cuda when available."""
     max_length: int | None = None
