@@ -6,11 +6,49 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+from langgraft.errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+def _rows_up_to(path: Path, step: int) -> list[str]:
+    """The lines of metrics.jsonl with step <= `step`. A torn last line (a kill in mid-write)
+    is dropped with a warning; a bad line before it is corruption, named file:line."""
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    kept = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if all(not rest.strip() for rest in lines[i + 1 :]):
+                log.warning("%s:%d: dropping a torn last line (the run was killed)", path, i + 1)
+                break
+            raise UserError(
+                f"{path}:{i + 1}: not a JSON metrics row; fix or remove the line to resume"
+            ) from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{i + 1}: not a JSON object; fix or remove the line")
+        if row.get("step", 0) <= step:
+            kept.append(line)
+    return kept
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, fsync it, rename it over `path`: a kill
+    at any moment leaves either the old file or the new one, never a truncated one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class MetricsLogger:
@@ -18,15 +56,12 @@ class MetricsLogger:
         self.path = out / "metrics.jsonl"
         out.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
-            self.path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+            kept = _rows_up_to(self.path, resume_step)
+            _replace_atomically(self.path, "".join(k + "\n" for k in kept))
         elif resume_step is None and self.path.exists():
-            self.path.unlink()
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self.path.unlink()  # train/rundir.py allowed it: this run's own leftovers
+        # O_APPEND + one os.write per row: a row is never interleaved or half-buffered.
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._tb: Any = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -36,8 +71,9 @@ class MetricsLogger:
             self._tb = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
 
     def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
+        data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        while data:  # a regular file takes it in one write; loop only for a short write
+            data = data[os.write(self._fd, data) :]
         if self._tb is not None:
             step = row["step"]
             for k, v in row.items():
@@ -45,7 +81,7 @@ class MetricsLogger:
                     self._tb.add_scalar(k, v, step)
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
         if self._tb is not None:
             self._tb.close()
 

@@ -308,7 +308,8 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
             _check(getattr(s, k) > 0, f"{w}.{k}", f"{getattr(s, k)} must be > 0")
         _check(s.micro_batch_size >= 1, f"{w}.micro_batch_size", "must be >= 1")
         _check(s.accumulation_steps >= 1, f"{w}.accumulation_steps", "must be >= 1")
-        _check(math.isfinite(s.lr) and s.lr > 0, f"{w}.lr", f"{s.lr} must be finite and > 0")
+        # Past ~1e37 AdamW's step size overflows float32; anything above 1e3 is surely a typo.
+        _check(0 < s.lr <= 1e3, f"{w}.lr", f"{s.lr} must be finite and in (0, 1e3]")
         for k in ("adam_beta1", "adam_beta2"):
             _check(0 <= getattr(s, k) < 1, f"{w}.{k}", f"{getattr(s, k)} must be in [0, 1)")
         _check(

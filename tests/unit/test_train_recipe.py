@@ -134,6 +134,7 @@ def test_multi_process_plugins_are_refused_clearly(monkeypatch) -> None:
     [
         (lambda r: r["train"].update(lr=float("inf")), r"stages\[1\]\.lr: inf must be finite"),
         (lambda r: r["train"].update(lr=float("nan")), r"stages\[1\]\.lr: nan"),
+        (lambda r: r["train"].update(lr=1e38), r"stages\[1\]\.lr: 1e\+38 must be finite and in"),
         (lambda r: r["train"].update(adam_beta1=1.5), r"adam_beta1: 1\.5 must be in \[0, 1\)"),
         (lambda r: r["train"].update(adam_beta2=1.0), r"adam_beta2: 1\.0 must be in"),
         (lambda r: r["train"].update(adam_beta1=-0.1), r"adam_beta1"),
