@@ -41,6 +41,7 @@ from langgraft.data.tokenize import (
     EncoderSpec,
     encode_stream,
     tokenizer_file,
+    tokenizer_fingerprint,
     tokenizer_hash,
 )
 from langgraft.data.writer import BucketWriter
@@ -266,6 +267,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         "path": str(cfg.tokenizer),
         "file": tokenizer_file(cfg.tokenizer).name,
         "sha256": tokenizer_hash(cfg.tokenizer),
+        "fingerprint": tokenizer_fingerprint(encoder.tokenizer),
         "vocab_size": len(encoder.tokenizer),
         "bos_id": encoder.bos,
         "eos_id": encoder.eos,

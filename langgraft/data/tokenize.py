@@ -49,6 +49,29 @@ def tokenizer_hash(path: str | Path) -> str:
     return sha256_file(tokenizer_file(path))
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of what a (fast) tokenizer encodes: its model (vocabulary with merges or scores,
+    unk, byte fallback), normaliser, pre-tokeniser, added tokens, special ids and whether
+    special tokens in text are split. Unlike `tokenizer_hash`, a `tokenizer.model` and the
+    `tokenizer.json` saved from it agree. Recorded as `tokenizer.fingerprint` in manifests."""
+    import hashlib
+    import json
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    keys = ("id", "content", "special", "single_word", "lstrip", "rstrip", "normalized")
+    added = [[t.get(k) for k in keys] for t in spec.get("added_tokens") or []]
+    what = {
+        "model": spec.get("model"),
+        "normalizer": spec.get("normalizer"),
+        "pre_tokenizer": spec.get("pre_tokenizer"),
+        "added_tokens": sorted(added, key=lambda t: t[0]),
+        "bos_eos_unk": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id],
+        "split_special_tokens": bool(getattr(tokenizer, "split_special_tokens", False)),
+    }
+    canonical = json.dumps(what, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """Everything a worker needs to build its Encoder (small and picklable)."""
