@@ -152,13 +152,15 @@ def _read_and_pack(
                         )
                     acc.reject(where, reason, message, file_level)
                 offset = 0
-                for category, n, trained in zip(
-                    enc.categories, enc.lengths, enc.trained, strict=True
+                continued = enc.continued or [False] * len(enc.lengths)
+                for category, n, trained, cont in zip(
+                    enc.categories, enc.lengths, enc.trained, continued, strict=True
                 ):
                     counts = acc.categories.get(category)
                     if counts is None:
                         counts = acc.categories[category] = CategoryCounts()
-                    counts.rows += 1
+                    counts.rows += 0 if cont else 1  # a split conversation is still one row
+                    acc.extra_pieces += int(cont)
                     counts.tokens_in += n
                     counts.target_in += trained
                     packing.packer(category).add(
@@ -261,6 +263,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         labels=tuple(f.label for f in files),
         template=template,
         backend=cfg.tokenizer_backend,
+        max_length=cfg.max_length,
     )
     encoder = Encoder(spec)
     tok_info = {
