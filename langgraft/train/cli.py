@@ -5,6 +5,8 @@ langgraft train --config recipes/demo-stories260k.yaml --resume auto
 langgraft train --config RECIPE.yaml --stages.0.lr=1e-3 --train.micro_batch_size=4
 langgraft train --config RECIPE.yaml --init-from runs/x/export/stage-0-warmup --dry-run
 torchrun --nproc_per_node 2 -m langgraft train --config RECIPE.yaml --plugin=ddp   # data parallel
+torchrun --nproc_per_node 8 -m langgraft train --config RECIPE.yaml --plugin=gemini  # FSDP2
+torchrun --nproc_per_node 8 -m langgraft train --config RECIPE.yaml --plugin=3d --tp=2
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ def _run(args: argparse.Namespace) -> int:
     from langgraft.config import save_resolved, to_dict
     from langgraft.data.tokenize import tokenizer_hash
     from langgraft.distributed import checkpoint as ckpt
-    from langgraft.distributed.parallel import check_layout, init_distributed, parallelize, rank
+    from langgraft.distributed.dims import parallel_dims
+    from langgraft.distributed.parallel import init_distributed, rank, world_size
+    from langgraft.distributed.parallelize import parallelize
     from langgraft.tokenizer import load_tokenizer
     from langgraft.train.recipe import load_recipe
     from langgraft.train.setup import load_model, pad_token_id, pick_device
     from langgraft.train.trainer import Trainer
 
     recipe = load_recipe(args.config, args.overrides)
-    check_layout(recipe.plugin)
+    # Every degree against the world size and the model's shape, before anything is loaded.
+    dims = parallel_dims(recipe, world_size(), str(args.config))
     main = rank() == 0
     if not main:  # one voice: the other ranks only report problems
         logging.getLogger("langgraft").setLevel(logging.WARNING)
@@ -64,16 +69,19 @@ def _run(args: argparse.Namespace) -> int:
     resume = ckpt.find_checkpoint(out, args.resume) if args.resume else None
     if args.resume == "auto" and resume is None:
         log.info("--resume auto: no checkpoint in %s yet; starting from the beginning", out)
-    # Per-rank RNG streams (NEFTune noise differs across ranks); the data order does not use
-    # them (data.py seeds its own generators), and DDP broadcasts rank 0's initial weights.
-    seed = recipe.seed + rank()
+    # Per data-parallel rank RNG streams (NEFTune noise differs across dp ranks but must be the
+    # same on the tp ranks of one group, whose activations are replicated); the data order does
+    # not use them (data.py seeds its own generators).
+    seed = recipe.seed + rank() // dims.tp
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    device = init_distributed(pick_device(recipe))
+    device = init_distributed(pick_device(recipe), single_process_group=dims.sharded)
+    dims.build_mesh(device)
     tok_path = recipe.tokenizer or recipe.model
     tokenizer = load_tokenizer(tok_path)
-    model = load_model(recipe, device)
+    # Sharded plugins load on CPU: FSDP2/TP move one shard at a time onto the device.
+    model = load_model(recipe, device, on_cpu=dims.sharded)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         raise UserError(
             f"tokenizer {tok_path} has {len(tokenizer)} tokens but the model's embedding has "
@@ -82,11 +90,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.init_from:
         ckpt.load_model_weights(model, Path(args.init_from))
         log.info("initialised weights from %s", args.init_from)
-    model = parallelize(model, recipe.grad_checkpoint)
+    model = parallelize(model, dims, device, recipe.grad_checkpoint, recipe.compile,
+                        recipe.precision)  # fmt: skip
     max_length = recipe.max_length or int(model.config.max_position_embeddings)
     trainer = Trainer(
         recipe, model, tokenizer, tokenizer_hash(tok_path), device, pad_token_id(tokenizer),
-        max_length, where=str(args.config),
+        max_length, where=str(args.config), dims=dims,
     )  # fmt: skip
     if args.dry_run:
         if not main:

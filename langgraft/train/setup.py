@@ -44,7 +44,8 @@ def check_attention(impl: str, device: torch.device) -> None:
         )
 
 
-def load_model(recipe: Recipe, device: torch.device) -> Any:
+def load_model(recipe: Recipe, device: torch.device, on_cpu: bool = False) -> Any:
+    """The recipe's model in fp32, on `device` (or left on CPU for `parallelize` to shard)."""
     from transformers import AutoModelForCausalLM
 
     path = Path(recipe.model)
@@ -59,7 +60,7 @@ def load_model(recipe: Recipe, device: torch.device) -> Any:
     except (ImportError, ValueError) as e:
         raise UserError(f"model: {path}: cannot load with {recipe.attn_implementation}: {e}") from e
     model.config.use_cache = False
-    return model.to(device)
+    return model if on_cpu else model.to(device)
 
 
 def pad_token_id(tokenizer: Any) -> int:

@@ -5,10 +5,11 @@ the step, the tokens seen and the sampler position, and together with the model,
 scheduler, grad scaler and RNG states (distributed/checkpoint.py) a resume continues bit for
 bit. Each stage starts a fresh AdamW and schedule, like Colossal's chained runs.
 
-Under torchrun with plugin ddp every rank runs this same loop on its share of each step's rows
-(data.py: `next_step_rows`); only rank 0 writes metrics, TensorBoard, exports and the shared
-part of checkpoints, and only rank 0 runs the eval hook (on the unwrapped model: no
-collectives, so the other ranks simply wait for it at the next step's all-reduce).
+Under torchrun every rank runs this same loop; the rows of a step are split by the
+data-parallel rank of the mesh (data.py: `next_step_rows`; the tp ranks of one group share
+rows). The eval hook, checkpoints and exports are collective (a sharded model's forward and its
+state gathering need every rank); only rank 0 writes metrics, TensorBoard and the shared files.
+A resume checks the recipe against the checkpoint's (train/resume.py).
 """
 
 from __future__ import annotations
@@ -26,27 +27,23 @@ from tqdm import tqdm
 
 from langgraft.config import to_dict
 from langgraft.distributed import checkpoint as ckpt
-from langgraft.distributed.parallel import (
-    data_parallel,
-    gather_objects,
-    no_sync,
-    rank,
-    sum_int,
-    world_size,
-)
-from langgraft.errors import UserError
+from langgraft.distributed.dims import ParallelDims
+from langgraft.distributed.parallel import data_parallel, gather_objects, rank, sum_int
+from langgraft.distributed.parallelize import clip_grad_norm, grad_sync
 from langgraft.train.data import PreparedDataset
 from langgraft.train.evaluate import evaluate
 from langgraft.train.loss import MicroBatch, category_sums, collate, model_inputs, token_nll
 from langgraft.train.metrics import MetricsLogger, NoMetrics, Throughput, mfu
 from langgraft.train.optim import build_optimizer
 from langgraft.train.recipe import Recipe
+from langgraft.train.resume import apply_resumed_hyper, check_resume
 from langgraft.train.setup import NeftHook, StagePlan, configure_trainable, plan_stage
 
 log = logging.getLogger(__name__)
 
 # Fault injection for the kill-and-resume test: SIGKILL after this global step is logged.
 _KILL_AT_STEP = "LANGGRAFT_TEST_KILL_AT_STEP"
+_KILL_RANK = "LANGGRAFT_TEST_KILL_RANK"  # only this rank (default: every rank)
 
 
 def accumulate(
@@ -56,6 +53,7 @@ def accumulate(
     autocast: Any,
     scaler: Any = None,
     neft: NeftHook | None = None,
+    dims: ParallelDims | None = None,
 ) -> tuple[float, int, dict[str, tuple[float, int]]]:
     """Forward/backward over one optimizer step's micro-batches with the loss token-weighted
     across all of them: each micro-batch adds sum(nll) / N, N = supervised tokens of the whole
@@ -66,9 +64,14 @@ def accumulate(
     gradients over ranks: the synchronised gradient is then sum over every rank's micro-batches
     of grad(sum(nll)) / N, the same sum one process with W times the accumulation steps forms
     over the same rows (only the float summation order differs). Every micro-step but the last
-    runs under `no_sync()`, so gradients are all-reduced once per optimizer step."""
-    world = world_size()
-    total = sum_int(sum(mb.num_supervised for mb in micro_batches), device)
+    runs under `no_sync()`, so gradients are all-reduced once per optimizer step.
+
+    The same holds for FSDP2 (its reduce-scatter averages over the data-parallel ranks too). W
+    counts data-parallel ranks only (`dims.dp`): the tp ranks of one group share their rows and
+    compute the same loss, so sums and gathers run over the "dp" group of the mesh."""
+    world = dims.dp if dims is not None else 1
+    group = dims.dp_group if dims is not None else None
+    total = sum_int(sum(mb.num_supervised for mb in micro_batches), device, group)
     denom = max(total, 1)  # an all-masked step gives zero gradients, not NaN (Colossal #5370)
     loss_sum = 0.0
     cats: dict[str, tuple[float, int]] = {}
@@ -76,7 +79,7 @@ def accumulate(
         if neft is not None:
             neft.lengths = mb.real_lengths
         mbd = mb.to(device)
-        with no_sync(model, last=k == len(micro_batches) - 1):
+        with grad_sync(model, last=k == len(micro_batches) - 1):
             with autocast():
                 logits = model(**model_inputs(mbd)).logits
             nll = token_nll(logits, mbd.labels)
@@ -87,7 +90,7 @@ def accumulate(
             s0, n0 = cats.get(c, (0.0, 0))
             cats[c] = (s0 + s, n0 + n)
     if world > 1:  # the logged loss is the global step's, identical on every rank
-        parts = gather_objects((loss_sum, cats))
+        parts = gather_objects((loss_sum, cats), group)
         loss_sum, cats = 0.0, {}
         for part_sum, part_cats in parts:
             loss_sum += part_sum
@@ -108,12 +111,16 @@ class Trainer:
         pad_id: int,
         max_length: int,
         where: str = "recipe",
+        dims: ParallelDims | None = None,
     ) -> None:
         self.recipe, self.model, self.tokenizer = recipe, model, tokenizer
         self.device, self.pad_id, self.max_length = device, pad_id, max_length
         self.out = Path(recipe.out)
-        self.rank, self.world = rank(), world_size()
-        self.main = self.rank == 0
+        self.where = where
+        self.dims = dims or ParallelDims(recipe.plugin, 1)
+        # Data follows the data-parallel rank: the tp ranks of one group take the same rows.
+        self.rank, self.world = self.dims.dp_rank, self.dims.dp
+        self.main = rank() == 0
         self.datasets: dict[str, PreparedDataset] = {}
         # Plan every stage up front: a bad budget in stage 3 fails before stage 1 trains.
         self.plans = [
@@ -132,6 +139,8 @@ class Trainer:
         self.packed = recipe.attn_implementation.startswith("flash")
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.precision)
         self.mask_dtype = amp or torch.float32
+        if self.dims.fsdp and amp is not None:
+            amp = None  # FSDP2's MixedPrecisionPolicy computes in bf16 (torchtitan: no autocast)
         self.autocast = (
             (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
         )
@@ -145,17 +154,11 @@ class Trainer:
             "global_step": self.global_step,
             "tokens_seen": self.tokens_seen,
             "sampler": plan.sampler.state_dict(),
-            "world_size": self.world,
+            "dp": self.world,
+            "plugin": self.dims.plugin,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved_world = state.get("world_size", 1)
-        if saved_world != self.world:
-            raise UserError(
-                f"cannot resume: the checkpoint was written by {saved_world} process(es), this "
-                f"run has {self.world}; the global batch and the per-rank RNG streams would "
-                f"change. Resume with the same number of processes ({saved_world})"
-            )
         self.stage, self.stage_step = state["stage"], state["stage_step"]
         self.global_step, self.tokens_seen = state["global_step"], state["tokens_seen"]
 
@@ -171,6 +174,10 @@ class Trainer:
         recipe = self.recipe
         resumed_state = ckpt.read_trainer_state(resume) if resume is not None else None
         if resumed_state is not None:
+            assert resume is not None
+            saved_recipe = ckpt.read_recipe(resume)
+            check_resume(saved_recipe, to_dict(recipe), resumed_state, self.world, str(resume))
+            self.saved_stages = saved_recipe["stages"]
             self.load_state_dict(resumed_state)
             log.info("resuming from %s (global step %d)", resume, self.global_step)
             if self.stage_step >= resumed_state["stage_total_steps"]:
@@ -204,13 +211,14 @@ class Trainer:
         if resume is not None:
             ckpt.load_checkpoint(resume, self.model, optimizer, scheduler, scaler)
             plan.sampler.load_state_dict(ckpt.read_trainer_state(resume)["sampler"])
+            apply_resumed_hyper(optimizer, scheduler, stage, self.saved_stages[plan.index])
         neft = None
         if stage.neft_alpha:
             neft = NeftHook(self.model.get_input_embeddings(), stage.neft_alpha)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         # DDP over this stage's trainable parameters (identity with one process); self.model
         # stays the unwrapped model for clipping, eval, checkpoints and export.
-        wrapped = data_parallel(self.model, self.device)
+        wrapped = data_parallel(self.model, self.device, self.dims.plugin)
         log.info(
             "stage %d/%d %r: %d steps (%d warm-up), ~%s tokens per step, %d bucket(s)",
             plan.index + 1, len(self.plans), stage.name, plan.total_steps, plan.warmup_steps,
@@ -229,12 +237,12 @@ class Trainer:
             meter.start()
             micro = self._micro_batches(plan)
             loss, supervised, cats = accumulate(
-                wrapped, micro, self.device, self.autocast, scaler, neft
+                wrapped, micro, self.device, self.autocast, scaler, neft, self.dims
             )
             if scaler is not None:
                 scaler.unscale_(optimizer)
             clip = stage.grad_clip if stage.grad_clip > 0 else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip))
+            grad_norm = clip_grad_norm(trainable, clip)
             lr = scheduler.get_last_lr()[0]
             if scaler is not None:
                 scaler.step(optimizer)
@@ -245,7 +253,7 @@ class Trainer:
             scheduler.step()
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-            tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device)
+            tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device, self.dims.dp_group)
             meter.stop(tokens)
             self.tokens_seen += tokens
             self.stage_step += 1
@@ -257,12 +265,14 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{row['tok_s']:,.0f}")
             bar.update(1)
             if kill_at is not None and int(kill_at) == self.global_step:
-                os.kill(os.getpid(), signal.SIGKILL)
+                if os.environ.get(_KILL_RANK, str(rank())) == str(rank()):
+                    os.kill(os.getpid(), signal.SIGKILL)
             every = recipe.checkpoint.save_interval
             if every and self.global_step % every == 0 and self.stage_step < plan.total_steps:
                 self._save(plan, optimizer, scheduler, scaler)
                 saved_at = self.global_step
-            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0 and self.main:
+            # every rank: a sharded model's forward is collective (rank 0 writes the row)
+            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0:
                 metrics.write(self._eval_row(plan))
                 self.model.train()
         bar.close()
@@ -273,10 +283,10 @@ class Trainer:
             # Fold the adapters into the weights: the export is a plain HF model and the next
             # stage (LoRA or not) starts from the merged weights.
             self.model = self.model.merge_and_unload()
-        if recipe.eval.interval and self.main:
+        if recipe.eval.interval:
             metrics.write(self._eval_row(plan))
         export = None
-        if recipe.checkpoint.export_hf and self.main:
+        if recipe.checkpoint.export_hf:  # collective: the weights are gathered, rank 0 writes
             export = ckpt.export_hf(
                 self.model, self.tokenizer,
                 self.out / "export" / f"stage-{plan.index}-{stage.name}", to_dict(recipe),

@@ -126,7 +126,7 @@ def test_frozen_weights_are_bit_identical_and_export_loads(setup) -> None:
         ),
         ("--stages.1.warmup_steps=6", r"stages\[1\]\.warmup_steps: 6 warm-up steps"),
         ("--stages.1.epochs=0.001", r"stages\[1\]\.epochs"),
-        ("--plugin=zero2", r"plugin: 'zero2'"),
+        ("--tp=2", r"tp: 2 needs plugin: 3d"),
         ("--max_length=32", r"stages\[0\]\.data\[0\]\.path: .* packed to 64"),
     ],
 )

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from langgraft.distributed.parallel import check_layout
 from langgraft.errors import UserError
 from langgraft.train.recipe import apply_overrides, load_recipe, recipe_from_dict
 
@@ -114,19 +113,6 @@ def test_dotted_overrides(tmp_path: Path) -> None:
 def test_bad_overrides(args: list[str], match: str) -> None:
     with pytest.raises(UserError, match=match):
         recipe_from_dict(apply_overrides(base(), args))
-
-
-def test_multi_process_plugins_are_refused_clearly(monkeypatch) -> None:
-    check_layout("none")
-    check_layout("ddp")  # one process: nothing to wrap
-    with pytest.raises(UserError, match="zero2.*reserved"):
-        check_layout("zero2")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    check_layout("ddp")  # torchrun + DDP (tests/integration/test_train_ddp.py)
-    with pytest.raises(UserError, match="WORLD_SIZE=2.*set plugin: ddp"):
-        check_layout("none")
-    with pytest.raises(UserError, match="gemini.*reserved"):
-        check_layout("gemini")
 
 
 @pytest.mark.parametrize(
