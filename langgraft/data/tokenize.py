@@ -51,9 +51,11 @@ def tokenizer_hash(path: str | Path) -> str:
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """sha256 of what a (fast) tokenizer encodes: its model (vocabulary with merges or scores,
-    unk, byte fallback), normaliser, pre-tokeniser, added tokens, special ids and whether
-    special tokens in text are split. Unlike `tokenizer_hash`, a `tokenizer.model` and the
-    `tokenizer.json` saved from it agree. Recorded as `tokenizer.fingerprint` in manifests."""
+    unk, byte fallback), normaliser, pre-tokeniser, added tokens and special ids. Unlike
+    `tokenizer_hash`, a `tokenizer.model` and the `tokenizer.json` saved from it agree.
+    `split_special_tokens` is left out: it is a runtime option (prepare inserts special tokens
+    by id; a chat export turns it off for apply_chat_template). Recorded as
+    `tokenizer.fingerprint` in manifests."""
     import hashlib
     import json
 
@@ -66,7 +68,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         "pre_tokenizer": spec.get("pre_tokenizer"),
         "added_tokens": sorted(added, key=lambda t: t[0]),
         "bos_eos_unk": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id],
-        "split_special_tokens": bool(getattr(tokenizer, "split_special_tokens", False)),
     }
     canonical = json.dumps(what, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
