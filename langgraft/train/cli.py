@@ -59,6 +59,12 @@ def _run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.config, args.overrides)
     # Every degree against the world size and the model's shape, before anything is loaded.
+    if args.plan:  # memory planning only: config.json + the recipe, on the meta device
+        from langgraft.distributed.plan import plan_report
+
+        world = args.world_size or world_size()
+        print(plan_report(recipe, parallel_dims(recipe, world, str(args.config)), args.gpu_memory))
+        return 0
     dims = parallel_dims(recipe, world_size(), str(args.config))
     main = rank() == 0
     if not main:  # one voice: the other ranks only report problems
@@ -148,5 +154,27 @@ def register(subparsers: Any, name: str = "train") -> None:
         "--dry-run",
         action="store_true",
         help="load, validate and plan every stage (steps, warm-up), print it, train nothing",
+    )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the per-rank memory estimate of the recipe's plugin (parameters, gradients, "
+        "AdamW, activations, logits) from the model's config.json alone, on the meta device; "
+        "trains nothing, needs no GPU",
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --plan: the number of ranks (GPUs) to plan for (default: torchrun's "
+        "WORLD_SIZE, else 1)",
+    )
+    p.add_argument(
+        "--gpu-memory",
+        type=float,
+        default=80.0,
+        metavar="GIB",
+        help="with --plan: memory per GPU in GiB to check the estimate against (default: 80)",
     )
     p.set_defaults(func=run, overrides=[])
