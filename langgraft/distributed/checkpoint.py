@@ -166,7 +166,10 @@ def _publish(root: Path, tmp: Path, final: Path, name: str, keep_last: int) -> N
 def _prune(root: Path, keep_last: int, keep: Path) -> None:
     for stale in root.glob(".tmp-step-*"):  # left by a crash mid-save
         shutil.rmtree(stale, ignore_errors=True)
-    done = sorted(p for p in root.glob("step-*") if p.is_dir())
+    # Only checkpoints up to the one just written count: a later step-* belongs to a timeline
+    # that a resume from an earlier checkpoint abandoned; it is left alone and never makes
+    # the new run's checkpoints look old enough to prune.
+    done = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name <= keep.name)
     for old in done[:-keep_last]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)
@@ -292,7 +295,9 @@ def full_hf_model(model: Any) -> Any:
     return plain
 
 
-def export_hf(model: Any, tokenizer: Any, out: Path, recipe: dict[str, Any]) -> Path:
+def export_hf(
+    model: Any, tokenizer: Any, out: Path, recipe: dict[str, Any], meta: dict | None = None
+) -> Path:
     """A directory `from_pretrained` loads: config, safetensors weights, tokenizer, recipe.
     Collective under every plugin (the weights are gathered first); rank 0 writes."""
     from langgraft.fsutil import atomic_output_dir
@@ -305,5 +310,9 @@ def export_hf(model: Any, tokenizer: Any, out: Path, recipe: dict[str, Any]) -> 
         plain.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / "langgraft_recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False))
+        if meta is not None:  # langgraft.json + the chat template (train/exportmeta.py)
+            from langgraft.train.exportmeta import write_export_meta
+
+            write_export_meta(tmp, meta)
     barrier()  # the other ranks wait here, not in the next step's collective (NCCL timeout)
     return out
