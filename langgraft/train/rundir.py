@@ -86,8 +86,10 @@ def check_run_dir(
         return []
     if resume and not overwrite:  # --resume auto without a checkpoint yet
         previous = _read_json(out / "recipe.json")
-        if previous == json.loads(json.dumps(recipe)) and "checkpoints" not in present:
-            return [n for n in present if n != "recipe.json"]
+        if previous == json.loads(json.dumps(recipe)):
+            # This recipe's own first attempt died before its first checkpoint. checkpoints/
+            # holds at most half-written saves, which the next save's pruning removes.
+            return [n for n in present if n not in ("recipe.json", "checkpoints")]
         raise UserError(
             f"{out}: --resume auto found no checkpoint, but the directory holds another run's "
             f"files ({', '.join(present)}); pass --overwrite to replace them or choose another out"
