@@ -12,6 +12,7 @@ torchrun --nproc_per_node 8 -m langgraft train --config RECIPE.yaml --plugin=3d 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -34,26 +35,41 @@ class _OverridesParser(argparse.ArgumentParser):
 def run(args: argparse.Namespace) -> int:
     from langgraft.distributed.parallel import close_distributed
 
-    try:
-        return _run(args)
-    finally:
-        close_distributed()
+    with contextlib.ExitStack() as cleanup:
+        try:
+            return _run(args, cleanup)
+        finally:
+            close_distributed()
 
 
-def _run(args: argparse.Namespace) -> int:
+def _claim_run_dir(args: argparse.Namespace, recipe: Any, resume: Any, cleanup: Any) -> None:
+    """Rank 0: lock out/ for this process, then re-check and clear it (see train/rundir.py)."""
+    from langgraft.config import to_dict
+    from langgraft.train.rundir import RunLock, check_run_dir, clear_run, recipe_inputs
+
+    out = Path(recipe.out)
+    lock = RunLock(out)
+    cleanup.callback(lock.release)
+    # Checked again under the lock: another run may have written out/ since the first check.
+    stale = check_run_dir(out, to_dict(recipe), args.resume, resume, args.overwrite)
+    clear_run(out, stale, recipe_inputs(recipe, args.init_from))
+
+
+def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     import random
 
     import numpy as np
     import torch
 
     from langgraft.config import save_resolved, to_dict
-    from langgraft.data.tokenize import tokenizer_hash
+    from langgraft.train.data import tokenizer_identity
     from langgraft.distributed import checkpoint as ckpt
     from langgraft.distributed.dims import parallel_dims
     from langgraft.distributed.parallel import init_distributed, rank, world_size
     from langgraft.distributed.parallelize import parallelize
     from langgraft.tokenizer import load_tokenizer
     from langgraft.train.recipe import load_recipe
+    from langgraft.train.rundir import check_run_dir
     from langgraft.train.setup import load_model, pad_token_id, pick_device
     from langgraft.train.trainer import Trainer
 
@@ -75,6 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     resume = ckpt.find_checkpoint(out, args.resume) if args.resume else None
     if args.resume == "auto" and resume is None:
         log.info("--resume auto: no checkpoint in %s yet; starting from the beginning", out)
+    if main:  # refuse a run directory that holds another run before loading anything
+        check_run_dir(out, to_dict(recipe), args.resume, resume, args.overwrite)
     # Per data-parallel rank RNG streams (NEFTune noise differs across dp ranks but must be the
     # same on the tp ranks of one group, whose activations are replicated); the data order does
     # not use them (data.py seeds its own generators).
@@ -100,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
                         recipe.precision)  # fmt: skip
     max_length = recipe.max_length or int(model.config.max_position_embeddings)
     trainer = Trainer(
-        recipe, model, tokenizer, tokenizer_hash(tok_path), device, pad_token_id(tokenizer),
+        recipe, model, tokenizer, tokenizer_identity(tokenizer, tok_path), device,
+        pad_token_id(tokenizer),
         max_length, where=str(args.config), dims=dims,
     )  # fmt: skip
     if args.dry_run:
@@ -115,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps({"recipe": to_dict(recipe), "plans": plans}, indent=2))
         return 0
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        _claim_run_dir(args, recipe, resume, cleanup)
         save_resolved(recipe, out / "recipe.json")
     summary = trainer.train(resume)
     if not main:
@@ -149,6 +168,13 @@ def register(subparsers: Any, name: str = "train") -> None:
         metavar="PATH",
         help="load weights only (a checkpoint or HF directory) before stage 0, e.g. the export "
         "of a previous run's stage (Colossal --load_checkpoint .../modeling)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an out/ that holds a previous run: deletes that run's "
+        "checkpoints/, export/, tensorboard/, metrics.jsonl, summary.json and recipe.json (and "
+        "nothing else); without it such a directory is refused unless --resume",
     )
     p.add_argument(
         "--dry-run",
