@@ -62,12 +62,12 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     import torch
 
     from langgraft.config import save_resolved, to_dict
-    from langgraft.train.data import tokenizer_identity
     from langgraft.distributed import checkpoint as ckpt
     from langgraft.distributed.dims import parallel_dims
     from langgraft.distributed.parallel import init_distributed, rank, world_size
     from langgraft.distributed.parallelize import parallelize
     from langgraft.tokenizer import load_tokenizer
+    from langgraft.train.data import tokenizer_identity
     from langgraft.train.recipe import load_recipe
     from langgraft.train.rundir import check_run_dir
     from langgraft.train.setup import load_model, pad_token_id, pick_device

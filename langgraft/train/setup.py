@@ -26,8 +26,15 @@ def pick_device(recipe: Recipe) -> torch.device:
     if recipe.device == "cuda" and not torch.cuda.is_available():
         raise UserError("device: cuda requested but torch sees no GPU; use device: cpu or auto")
     if recipe.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(recipe.device)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(recipe.device)
+    if recipe.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(
+            f"precision: bf16 needs a GPU with bf16 support, which {torch.cuda.get_device_name()} "
+            "lacks; use precision: fp16 (or fp32 with attn_implementation: sdpa)"
+        )
+    return device
 
 
 def check_attention(impl: str, device: torch.device) -> None:
@@ -153,14 +160,20 @@ class NeftHook:
         if not module.training:
             return output
         B, L, d = output.shape
-        lengths = self.lengths if self.lengths is not None and len(self.lengths) == B else None
-        n = (
-            lengths.to(output.device, output.dtype)
-            if lengths is not None
-            else torch.full((B,), float(L), device=output.device, dtype=output.dtype)
-        )
-        scale = (self.alpha / torch.sqrt(n * d)).view(B, 1, 1)
+        n = self._position_lengths(B, L).to(output.device, output.dtype)
+        scale = (self.alpha / torch.sqrt(n * d))[..., None]
         return output + torch.empty_like(output).uniform_(-1, 1) * scale
+
+    def _position_lengths(self, B: int, L: int) -> torch.Tensor:
+        """(B, L): the real length of the row each position belongs to. Padded micro-batches
+        have one row per batch entry; the packed (flash) path concatenates the rows into one,
+        and each position must still be scaled by its own row's length, not the total."""
+        lengths = self.lengths
+        if lengths is not None and len(lengths) == B:
+            return lengths.double()[:, None].expand(B, L)
+        if lengths is not None and B == 1 and int(lengths.sum()) == L:
+            return torch.repeat_interleave(lengths.double(), lengths)[None]
+        return torch.full((B, L), float(L), dtype=torch.float64)
 
     def remove(self) -> None:
         self.handle.remove()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import time
@@ -30,11 +31,13 @@ from langgraft.distributed import checkpoint as ckpt
 from langgraft.distributed.dims import ParallelDims
 from langgraft.distributed.parallel import data_parallel, gather_objects, rank, sum_int
 from langgraft.distributed.parallelize import clip_grad_norm, grad_sync
+from langgraft.errors import UserError
 from langgraft.train.data import PreparedDataset
 from langgraft.train.evaluate import evaluate
+from langgraft.train.exportmeta import export_meta, stage_templates
 from langgraft.train.loss import MicroBatch, category_sums, collate, model_inputs, token_nll
 from langgraft.train.metrics import MetricsLogger, NoMetrics, Throughput, mfu
-from langgraft.train.optim import build_optimizer
+from langgraft.train.optim import build_optimizer, optimizer_step
 from langgraft.train.recipe import Recipe
 from langgraft.train.resume import apply_resumed_hyper, check_resume
 from langgraft.train.setup import NeftHook, StagePlan, configure_trainable, plan_stage
@@ -106,7 +109,7 @@ class Trainer:
         recipe: Recipe,
         model: Any,
         tokenizer: Any,
-        tokenizer_sha256: str,
+        tokenizer_id: dict[str, str],
         device: torch.device,
         pad_id: int,
         max_length: int,
@@ -128,10 +131,11 @@ class Trainer:
             for i in range(len(recipe.stages))
         ]
         for ds in self.datasets.values():
-            ds.check_tokenizer(tokenizer_sha256, recipe.tokenizer or recipe.model)
+            ds.check_tokenizer(tokenizer_id, recipe.tokenizer or recipe.model)
         self.eval_sets = [PreparedDataset(p) for p in recipe.eval.data]
         for ds in self.eval_sets:
-            ds.check_tokenizer(tokenizer_sha256, recipe.tokenizer or recipe.model)
+            ds.check_tokenizer(tokenizer_id, recipe.tokenizer or recipe.model)
+        self.chat_templates = stage_templates(recipe, self.datasets, where)  # for the exports
         self.stage = 0
         self.stage_step = 0
         self.global_step = 0
@@ -244,13 +248,10 @@ class Trainer:
             clip = stage.grad_clip if stage.grad_clip > 0 else float("inf")
             grad_norm = clip_grad_norm(trainable, clip)
             lr = scheduler.get_last_lr()[0]
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            # A non-finite grad norm under fp16 is GradScaler's business (it skips the step).
+            if not math.isfinite(loss) or (scaler is None and not math.isfinite(grad_norm)):
+                raise UserError(self._diverged(plan, loss, grad_norm))
+            optimizer_step(optimizer, scheduler, scaler)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device, self.dims.dp_group)
@@ -286,10 +287,13 @@ class Trainer:
         if recipe.eval.interval:
             metrics.write(self._eval_row(plan))
         export = None
+        if recipe.checkpoint.export_hf:  # every rank: they hold the same weights
+            self._check_finite_weights("export")
         if recipe.checkpoint.export_hf:  # collective: the weights are gathered, rank 0 writes
+            meta = export_meta(recipe, plan, self.chat_templates[plan.index], self.state_dict(plan))
             export = ckpt.export_hf(
                 self.model, self.tokenizer,
-                self.out / "export" / f"stage-{plan.index}-{stage.name}", to_dict(recipe),
+                self.out / "export" / f"stage-{plan.index}-{stage.name}", to_dict(recipe), meta,
             )  # fmt: skip
             log.info("stage %r exported to %s", stage.name, export)
         if saved_at != self.global_step:
@@ -329,7 +333,28 @@ class Trainer:
                  ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("eval/")))  # fmt: skip
         return row
 
+    def _diverged(self, plan: StagePlan, loss: float, grad_norm: float) -> str:
+        latest = ckpt.find_checkpoint(self.out, "auto") if self.main else None
+        return (
+            f"stage {plan.stage.name!r} step {self.stage_step + 1} (global step "
+            f"{self.global_step + 1}): loss {loss}, gradient norm {grad_norm}: training "
+            "diverged; stopped before applying this step (no export). Last good checkpoint: "
+            f"{latest or 'none yet'}. Lower the learning rate, or use bf16 instead of fp16"
+        )
+
+    def _check_finite_weights(self, what: str) -> None:
+        """Never save or export NaN/inf weights (the loss guard catches most divergence one step
+        late: the update that broke the weights happens after that step's finite loss)."""
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise UserError(
+                f"step {self.global_step}: non-finite weights in {', '.join(bad[:3])}; not "
+                f"writing the {what}. Last good checkpoint: "
+                f"{ckpt.find_checkpoint(self.out, 'auto') or 'none yet'}; lower the learning rate"
+            )
+
     def _save(self, plan: StagePlan, optimizer: Any, scheduler: Any, scaler: Any) -> None:
+        self._check_finite_weights("checkpoint")
         path = ckpt.save_checkpoint(
             self.out / "checkpoints", self.global_step, self.model, optimizer, scheduler, scaler,
             self.state_dict(plan), to_dict(self.recipe), self.recipe.checkpoint.keep_last,
