@@ -82,7 +82,10 @@ def apply_fsdp(model: Any, dims: ParallelDims, device: torch.device, precision: 
         # The last layer's parameters are needed again at once by backward: keep them.
         last = i == len(layers) - 1
         fully_shard(layer, reshard_after_forward=dims.reshard_after_forward and not last, **kw)
-    fully_shard(model, reshard_after_forward=dims.reshard_after_forward, **kw)
+    # The root (embeddings, final norm, lm_head) stays gathered from forward to backward: its
+    # parameters are the first backward needs, and the loss applies lm_head to the final hidden
+    # states in chunks after the model's forward (train/loss.py `forward_nll`).
+    fully_shard(model, reshard_after_forward=False, **kw)
     log.info(
         "FSDP2 over %d rank(s): reshard after forward %s, %s, CPU offload %s",
         dims.dp, dims.reshard_after_forward, precision, dims.offload,

@@ -16,6 +16,8 @@ Everything comes from the model's config.json, the recipe and the layout (`Paral
   saves for backward are summed (attention counted as a flash kernel saves it: q, k, v, out and
   the log-sum-exp; `eager` runs the real eager attention); x layers, or layer inputs + one
   recomputed layer under activation checkpointing; the float block mask of sdpa/eager;
+* the loss: full logits saved + their gradient, or, when train/loss.py computes lm_head + loss
+  in recomputed chunks (LOSS_CHUNK_BYTES), the final hidden states + one chunk at a time;
 * the peak is at the start of backward: saved activations + logits + the logits' gradient.
 
 The figure is the memory PyTorch allocates for tensors; the CUDA caching allocator, NCCL
@@ -141,6 +143,21 @@ def activation_bytes(cfg: Any, batch: int, seq: int, dtype: torch.dtype, attn: s
     return layer_bytes, x.numel() * x.element_size(), logits_bytes
 
 
+def loss_bytes(cfg: Any, batch: int, seq: int, c: int, full_saved: int) -> tuple[float, float]:
+    """(saved for backward, transient in backward) of lm_head + loss. When the trainer's loss
+    runs lm_head in recomputed chunks (train/loss.py LOSS_CHUNK_BYTES), only the final hidden
+    states stay and one chunk's logits (bf16 + fp32 + its gradient) exist at a time; otherwise
+    the full logits are saved and their gradient allocated in backward."""
+    from langgraft.train import loss
+
+    full_logits = batch * seq * cfg.vocab_size
+    chunk = getattr(loss, "LOSS_CHUNK_BYTES", None)
+    if chunk is None:
+        return full_saved, full_logits * (4 + c)
+    per_chunk = min(float(chunk), full_logits * 4.0)
+    return batch * seq * cfg.hidden_size * c, per_chunk * (1 + 1 + c / 4)
+
+
 def _param_counts(cfg: Any) -> dict[str, int]:
     h, f, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     a = cfg.num_attention_heads
@@ -203,8 +220,9 @@ def plan_memory(recipe: Any, dims: ParallelDims, cfg: Any) -> MemoryPlan:
         rows["activations"] = acts
         if recipe.attn_implementation in ("sdpa", "eager"):
             rows["attention mask (block-causal)"] = b * seq * seq * c
-        rows["logits + loss (saved)"] = logits_b
-        rows["logits gradient (backward)"] = b * seq * cfg.vocab_size * (4 + c)
+        saved, transient = loss_bytes(cfg, b, seq, c, logits_b)
+        rows["logits + loss (saved)"] = saved
+        rows["logits gradient (backward)"] = transient
         grads = rows.pop("gradients (fp32)")
         fwd = sum(v for k, v in rows.items() if k not in state)  # what a micro-step adds
         # zero_grad(set_to_none) frees the gradients, which then fill up in backward while the
