@@ -59,3 +59,20 @@ def test_3d_splits_the_world_into_dp_x_tp(tmp_path) -> None:
 def test_bad_layouts_are_refused_before_loading(tmp_path, top, world, match) -> None:
     with pytest.raises(UserError, match=match):
         parallel_dims(recipe(tmp_path, **top), world=world)
+
+
+def test_parallelize_applies_checkpointing_and_compile_in_place() -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from langgraft.distributed.dims import ParallelDims
+    from langgraft.distributed.parallelize import parallelize
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    model = LlamaForCausalLM(cfg)
+    names = [n for n, _ in model.named_parameters()]
+    parallelize(model, ParallelDims("none", 1), torch.device("cpu"), True, True)
+    assert model.is_gradient_checkpointing
+    assert all(layer._compiled_call_impl is not None for layer in model.model.layers)
+    assert [n for n, _ in model.named_parameters()] == names  # checkpoints keep their keys
