@@ -97,39 +97,77 @@ class NoMetrics:
 
 
 class Throughput:
-    """Tokens per second over the steps since the last `rate()` call (excludes eval and saves)."""
+    """Tokens and model FLOPs per second over the steps since the last `rate()` call (excludes
+    eval and saves)."""
 
     def __init__(self) -> None:
         self.tokens = 0
+        self.flops = 0.0
         self.seconds = 0.0
+        self.flops_per_s = 0.0
+        """Of the window closed by the last `rate()` call."""
         self._t0: float | None = None
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
 
-    def stop(self, tokens: int) -> None:
+    def stop(self, tokens: int, flops: float = 0.0) -> None:
         if self._t0 is not None:
             self.seconds += time.perf_counter() - self._t0
             self.tokens += tokens
+            self.flops += flops
             self._t0 = None
 
     def rate(self) -> float:
         r = self.tokens / self.seconds if self.seconds else 0.0
-        self.tokens, self.seconds = 0, 0.0
+        self.flops_per_s = self.flops / self.seconds if self.seconds else 0.0
+        self.tokens, self.flops, self.seconds = 0, 0.0, 0.0
         return r
 
 
-def mfu(tokens_per_s: float, n_params_non_embed: int, n_layers: int, dim: int, seq: int) -> float:
-    """Model FLOPs utilisation on a GPU, torchtitan's convention: 6*N_non_embedding + 12*L*d*s
-    FLOPs per token, over the device's dense bf16 peak (0 if unknown)."""
+# MFU convention (written next to every figure): model FLOPs of forward + backward =
+#   6 x (weights of every matmul, lm_head over the whole expanded vocabulary included, the
+#        embedding lookup excluded) x tokens
+# + 12 x layers x (heads x head_dim) x causal pairs, pairs = sum over documents of n(n+1)/2
+#   (QK^T and AV, 2 FLOPs per multiply-add, backward = 2x forward), at the real per-document
+#   lengths: the work a block-causal kernel must do, not the masked L x L that sdpa computes.
+# Frozen weights (an embeddings-only stage) and activation recomputation are not discounted
+# or added (PaLM's model FLOPs). MFU = those FLOPs per second per device / the device's dense
+# bf16 peak.
+PEAK_BF16_DENSE = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "H20": 148e12,
+                   "A100": 312e12, "A800": 312e12, "L40S": 181e12, "A10G": 125e12}  # fmt: skip
+
+
+def matmul_params(model: Any) -> int:
+    """Weights that take part in a matmul per token: every nn.Linear, lm_head included (also
+    when it is tied to the embedding), global sizes under FSDP/TP (DTensor numel)."""
     import torch
 
-    if not torch.cuda.is_available():
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def attention_dim(config: Any) -> int:
+    heads = config.num_attention_heads
+    return heads * int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+
+
+def training_flops(
+    matmul_weights: int, tokens: int, causal_pairs: int, layers: int, attn_dim: int
+) -> float:
+    """Model FLOPs of one forward + backward pass (convention above)."""
+    return 6.0 * matmul_weights * tokens + 12.0 * layers * attn_dim * causal_pairs
+
+
+def peak_flops(device: Any) -> float:
+    """Dense bf16 peak of a CUDA device by name, 0 if unknown (then no MFU is reported)."""
+    import torch
+
+    if getattr(device, "type", device) != "cuda" or not torch.cuda.is_available():
         return 0.0
-    name = torch.cuda.get_device_name()
-    peaks = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12}
-    peak = next((v for k, v in peaks.items() if k in name), 0.0)
-    if not peak:
-        return 0.0
-    flops = 6 * n_params_non_embed + 12 * n_layers * dim * seq
-    return tokens_per_s * flops / peak
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_DENSE.items() if k in name), 0.0)
+
+
+def mfu(flops_per_s_per_device: float, device: Any) -> float:
+    peak = peak_flops(device)
+    return flops_per_s_per_device / peak if peak else 0.0

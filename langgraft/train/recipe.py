@@ -132,8 +132,13 @@ class Recipe:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """fp32, or autocast to bf16 / fp16 (fp16 with a dynamic loss scale starting at 2^16) over fp32
     master weights. Colossal --mixed_precision."""
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = "sdpa"
-    """Attention kernel; requesting an unavailable one is an error (Colossal --use_flash_attn)."""
+    attn_implementation: Literal[
+        "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"
+    ] = "sdpa"
+    """Attention kernel, each with exact per-document masking (train/attention.py): sdpa / eager
+    (dense additive mask, none when rows are single documents), flex_attention (block mask from
+    the document lengths; CUDA, no CPU backward), flash_attention_2/3 (varlen over one packed
+    row; CUDA + flash_attn). An unavailable one is an error (Colossal --use_flash_attn)."""
     grad_checkpoint: bool = False
     """Recompute activations in the backward pass (Colossal --use_grad_checkpoint)."""
     plugin: Literal[PLUGINS] = "none"  # type: ignore[valid-type]

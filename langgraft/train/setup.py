@@ -3,7 +3,6 @@ trains in a stage (freezing, NEFTune, LoRA)."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from dataclasses import dataclass
@@ -38,17 +37,10 @@ def pick_device(recipe: Recipe) -> torch.device:
 
 
 def check_attention(impl: str, device: torch.device) -> None:
-    """Refuse a flash kernel that cannot run here (Colossal v3 silently ignored the flag)."""
-    if not impl.startswith("flash_attention"):
-        return
-    package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
-    if device.type != "cuda":
-        raise UserError(f"attn_implementation: {impl} needs a CUDA device; use sdpa on {device}")
-    if importlib.util.find_spec(package[impl]) is None:
-        raise UserError(
-            f"attn_implementation: {impl} needs the {package[impl]!r} package, which is not "
-            "installed; install it or use sdpa"
-        )
+    """Refuse a kernel that cannot train here (train/attention.py); never a silent fallback."""
+    from langgraft.train.attention import check_implementation
+
+    check_implementation(impl, device, training=True)
 
 
 def load_model(recipe: Recipe, device: torch.device, on_cpu: bool = False) -> Any:

@@ -29,14 +29,29 @@ from tqdm import tqdm
 from langgraft.config import to_dict
 from langgraft.distributed import checkpoint as ckpt
 from langgraft.distributed.dims import ParallelDims
-from langgraft.distributed.parallel import data_parallel, gather_objects, rank, sum_int
+from langgraft.distributed.parallel import (
+    data_parallel,
+    gather_objects,
+    rank,
+    sum_float,
+    sum_int,
+)
 from langgraft.distributed.parallelize import clip_grad_norm, grad_sync
 from langgraft.errors import UserError
 from langgraft.train.data import PreparedDataset
 from langgraft.train.evaluate import evaluate
 from langgraft.train.exportmeta import export_meta, stage_templates
-from langgraft.train.loss import MicroBatch, category_sums, collate, model_inputs, token_nll
-from langgraft.train.metrics import MetricsLogger, NoMetrics, Throughput, mfu
+from langgraft.train.loader import StepLoader
+from langgraft.train.loss import Collator, MicroBatch, category_totals, forward_nll, row_sums
+from langgraft.train.metrics import (
+    MetricsLogger,
+    NoMetrics,
+    Throughput,
+    attention_dim,
+    matmul_params,
+    mfu,
+    training_flops,
+)
 from langgraft.train.optim import build_optimizer, optimizer_step
 from langgraft.train.recipe import Recipe
 from langgraft.train.resume import apply_resumed_hyper, check_resume
@@ -57,6 +72,7 @@ def accumulate(
     scaler: Any = None,
     neft: NeftHook | None = None,
     dims: ParallelDims | None = None,
+    categories: bool = True,
 ) -> tuple[float, int, dict[str, tuple[float, int]]]:
     """Forward/backward over one optimizer step's micro-batches with the loss token-weighted
     across all of them: each micro-batch adds sum(nll) / N, N = supervised tokens of the whole
@@ -71,32 +87,40 @@ def accumulate(
 
     The same holds for FSDP2 (its reduce-scatter averages over the data-parallel ranks too). W
     counts data-parallel ranks only (`dims.dp`): the tp ranks of one group share their rows and
-    compute the same loss, so sums and gathers run over the "dp" group of the mesh."""
+    compute the same loss, so sums and gathers run over the "dp" group of the mesh.
+
+    The step syncs with the host once (the per-row loss sums, one copy at the end); the
+    per-category sums are gathered over ranks only when `categories` (a logged step)."""
     world = dims.dp if dims is not None else 1
     group = dims.dp_group if dims is not None else None
     total = sum_int(sum(mb.num_supervised for mb in micro_batches), device, group)
     denom = max(total, 1)  # an all-masked step gives zero gradients, not NaN (Colossal #5370)
-    loss_sum = 0.0
-    cats: dict[str, tuple[float, int]] = {}
+    sums = []
     for k, mb in enumerate(micro_batches):
         if neft is not None:
             neft.lengths = mb.real_lengths
         mbd = mb.to(device)
         with grad_sync(model, last=k == len(micro_batches) - 1):
             with autocast():
-                logits = model(**model_inputs(mbd)).logits
-            nll = token_nll(logits, mbd.labels)
+                nll = forward_nll(model, mbd)
             loss = nll.sum() / denom * world  # x W is exact for W a power of two
             (scaler.scale(loss) if scaler is not None else loss).backward()
-        loss_sum += float(nll.detach().sum())
-        for c, (s, n) in category_sums(nll, mb).items():
+        sums.append(row_sums(nll, mbd))
+    per_row = torch.cat(sums).tolist() if sums else []  # the step's one host sync
+    loss_sum, start = 0.0, 0
+    cats: dict[str, tuple[float, int]] = {}
+    for mb in micro_batches:
+        part = per_row[start : start + len(mb.categories)]
+        start += len(mb.categories)
+        loss_sum += sum(part)
+        for c, (s, n) in category_totals(part, mb).items():
             s0, n0 = cats.get(c, (0.0, 0))
             cats[c] = (s0 + s, n0 + n)
     if world > 1:  # the logged loss is the global step's, identical on every rank
-        parts = gather_objects((loss_sum, cats), group)
-        loss_sum, cats = 0.0, {}
-        for part_sum, part_cats in parts:
-            loss_sum += part_sum
+        loss_sum = sum_float(loss_sum, device, group)
+        parts = gather_objects(cats, group) if categories else []
+        cats = {}
+        for part_cats in parts:
             for c, (s, n) in part_cats.items():
                 s0, n0 = cats.get(c, (0.0, 0))
                 cats[c] = (s0 + s, n0 + n)
@@ -140,9 +164,10 @@ class Trainer:
         self.stage_step = 0
         self.global_step = 0
         self.tokens_seen = 0
-        self.packed = recipe.attn_implementation.startswith("flash")
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.precision)
         self.mask_dtype = amp or torch.float32
+        self.collate = Collator(pad_id, recipe.attn_implementation, self.mask_dtype)
+        self.loader: StepLoader | None = None
         if self.dims.fsdp and amp is not None:
             amp = None  # FSDP2's MixedPrecisionPolicy computes in bf16 (torchtitan: no autocast)
         self.autocast = (
@@ -157,7 +182,7 @@ class Trainer:
             "stage_total_steps": plan.total_steps,
             "global_step": self.global_step,
             "tokens_seen": self.tokens_seen,
-            "sampler": plan.sampler.state_dict(),
+            "sampler": self._sampler_state(plan),
             "dp": self.world,
             "plugin": self.dims.plugin,
         }
@@ -166,13 +191,37 @@ class Trainer:
         self.stage, self.stage_step = state["stage"], state["stage_step"]
         self.global_step, self.tokens_seen = state["global_step"], state["tokens_seen"]
 
-    def _micro_batches(self, plan: StagePlan) -> list[MicroBatch]:
-        rows = [r for r, _ in plan.sampler.next_step_rows(self.rank, self.world)]
-        mbs = plan.stage.micro_batch_size
-        return [
-            collate(rows[i : i + mbs], self.pad_id, self.packed, self.mask_dtype)
-            for i in range(0, len(rows), mbs)
-        ]
+    def _device_flops(self, micro: list[MicroBatch]) -> float:
+        """Model FLOPs of this rank's share of the step, per device (metrics.py convention):
+        the tp ranks of a group split the same rows."""
+        cfg = self.model.config
+        flops = training_flops(
+            self._matmul_weights, sum(mb.num_tokens for mb in micro),
+            sum(mb.causal_pairs for mb in micro), cfg.num_hidden_layers, attention_dim(cfg),
+        )  # fmt: skip
+        return flops / self.dims.tp
+
+    def _sampler_state(self, plan: StagePlan) -> dict[str, Any]:
+        """The position after the last consumed step (the loader thread may have read on)."""
+        return self.loader.state_dict() if self.loader else plan.sampler.state_dict()
+
+    def _start_loader(self, plan: StagePlan) -> None:
+        """Collate the next steps in a background thread, from the sampler's current state."""
+        self._close_loader()
+        if self.recipe.compile and not self.collate.impl.startswith("flash"):
+            # One micro-batch shape per stage (its data's packed length): a width that changes
+            # from step to step would make torch.compile recompile the layers.
+            width = max(ds.max_length for ds in plan.sampler.sources)
+            self.collate = Collator(self.pad_id, self.collate.impl, self.mask_dtype, width)
+        self.loader = StepLoader(
+            plan.sampler, self.collate, plan.stage.micro_batch_size, self.rank, self.world,
+            pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+
+    def _close_loader(self) -> None:
+        """Stop the thread; its consumed state stays readable for the stage-end checkpoint."""
+        if self.loader is not None:
+            self.loader.close()
 
     def train(self, resume: Path | None = None) -> dict[str, Any]:
         recipe = self.recipe
@@ -201,6 +250,7 @@ class Trainer:
                 summary["stages"].append(self._run_stage(self.plans[i], metrics, resume))
                 resume = None
         finally:
+            self._close_loader()
             metrics.close()
         summary.update(global_step=self.global_step, tokens_seen=self.tokens_seen)
         return summary
@@ -232,16 +282,22 @@ class Trainer:
             total=plan.total_steps, initial=self.stage_step, desc=stage.name, unit="step",
             disable=not recipe.progress or not self.main, dynamic_ncols=True,
         )  # fmt: skip
-        meter = Throughput()
+        meter = self.meter = Throughput()
+        self._matmul_weights = matmul_params(self.model)  # per stage: LoRA adds matmuls
+        self._start_loader(plan)
         kill_at = os.environ.get(_KILL_AT_STEP)
         last_loss = float("nan")
         saved_at = -1
         self.model.train()
         while self.stage_step < plan.total_steps:
             meter.start()
-            micro = self._micro_batches(plan)
+            assert self.loader is not None
+            micro = self.loader.next()
+            logged = (self.global_step + 1) % recipe.log_interval == 0 or (
+                self.stage_step + 1 == plan.total_steps
+            )
             loss, supervised, cats = accumulate(
-                wrapped, micro, self.device, self.autocast, scaler, neft, self.dims
+                wrapped, micro, self.device, self.autocast, scaler, neft, self.dims, logged
             )
             if scaler is not None:
                 scaler.unscale_(optimizer)
@@ -255,7 +311,7 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device, self.dims.dp_group)
-            meter.stop(tokens)
+            meter.stop(tokens, self._device_flops(micro))
             self.tokens_seen += tokens
             self.stage_step += 1
             self.global_step += 1
@@ -277,6 +333,7 @@ class Trainer:
                 metrics.write(self._eval_row(plan))
                 self.model.train()
         bar.close()
+        self._close_loader()
         del wrapped  # drops DDP's gradient hooks before the next stage re-wraps
         if neft is not None:
             neft.remove()
@@ -306,7 +363,7 @@ class Trainer:
     def _row(self, plan, loss, cats, lr, grad_norm, supervised, tok_s) -> dict[str, Any]:
         row: dict[str, Any] = {
             "step": self.global_step, "stage": plan.index, "stage_step": self.stage_step,
-            "epoch": plan.sampler.epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "epoch": self._sampler_state(plan)["epoch"], "loss": loss, "lr": lr, "grad_norm": grad_norm,
             "supervised_tokens": supervised, "tokens_seen": self.tokens_seen,
             "tok_s": tok_s, "time": time.time(),
         }  # fmt: skip
@@ -315,10 +372,8 @@ class Trainer:
                 row[f"loss/{c}"] = s / n
         if self.device.type == "cuda":
             row["memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-            cfg = self.model.config
-            n_emb = self.model.get_input_embeddings().weight.numel()
-            n = sum(p.numel() for p in self.model.parameters()) - n_emb
-            row["mfu"] = mfu(tok_s, n, cfg.num_hidden_layers, cfg.hidden_size, self.max_length)
+            # per device, FLOPs at the real per-document lengths (metrics.py: convention)
+            row["mfu"] = mfu(self.meter.flops_per_s, self.device)
         return row
 
     def _eval_row(self, plan: StagePlan) -> dict[str, Any]:
