@@ -113,4 +113,5 @@ def test_sharding_divides_the_state() -> None:
         assert four[k] == pytest.approx(one[k] / 4)
     off = plan_memory(rec, ParallelDims("gemini_auto", 4), cfg())
     assert off.rows["AdamW state (fp32 m, v)"] == 0 and off.host == pytest.approx(
-        sum(four[k] for k in ("parameters (fp32)", "gradients (fp32)", "AdamW state (fp32 m, v)")))
+        sum(four[k] for k in ("parameters (fp32)", "gradients (fp32)", "AdamW state (fp32 m, v)"))
+    )
