@@ -381,7 +381,7 @@ class Trainer:
         row.update(
             evaluate(
                 self.model, self.tokenizer, self.recipe.eval, self.eval_sets, self.device,
-                self.pad_id, plan.stage.micro_batch_size, self.autocast, self.mask_dtype,
+                self.collate, plan.stage.micro_batch_size, self.autocast,
             )
         )  # fmt: skip
         log.info("eval at step %d: %s", self.global_step,
