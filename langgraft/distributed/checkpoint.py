@@ -79,7 +79,7 @@ def load_rng_state(path: Path) -> None:
         log.warning("%s: no %s (written by fewer processes); rank %d keeps its seeded RNG",
                     path, f.name, rank())  # fmt: skip
         return
-    set_rng_state(torch.load(f, weights_only=True))
+    set_rng_state(torch.load(f, weights_only=True, map_location="cpu"))
 
 
 def set_rng_state(s: dict[str, Any]) -> None:
@@ -247,8 +247,11 @@ def load_checkpoint(
     _dcp_load(path, state)
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"])  # fmt: skip
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    scaler_state = torch.load(path / "scaler.pt", weights_only=True)
+    # small host-side state: on CPU, never onto GPU 0 from every rank
+    scheduler.load_state_dict(
+        torch.load(path / "scheduler.pt", weights_only=True, map_location="cpu")
+    )
+    scaler_state = torch.load(path / "scaler.pt", weights_only=True, map_location="cpu")
     if scaler is not None and scaler_state:
         scaler.load_state_dict(scaler_state)
     load_rng_state(path)
