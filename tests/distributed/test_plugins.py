@@ -6,8 +6,9 @@ Why the same computation: the ranks take contiguous shares of the same seeded gl
 (data.py `next_step_rows`), each rank's loss is its sum(nll) over the all-reduced token count
 times the data-parallel size, and FSDP2's reduce-scatter (like DDP's all-reduce) averages over
 the data-parallel ranks, so the optimizer sees the oracle's gradient up to float summation order.
-Tolerance: losses rel 1e-5, grad norms rel 1e-4, exported weights atol 5e-5 (fp32, 5 steps;
-AdamW amplifies summation-order differences of near-zero gradients: measured up to 2.1e-5).
+Tolerance: losses rel 1e-5, grad norms rel 1e-4 (measured: losses within 7e-8), exported weights
+atol 1e-4 (fp32, 5 steps at lr 1e-2 / 3e-3, updates of ~1e-2 per step: AdamW's m / sqrt(v)
+amplifies summation-order noise of near-zero gradients; measured 1.9e-5 FSDP2, 4.1e-5 TP).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def assert_matches(oracle: dict, out, rel_loss: float = 1e-5) -> None:
     wa, wb = oracle["weights"], export_weights(out)
     assert wa.keys() == wb.keys()
     for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=5e-5, msg=k)
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=1e-4, msg=k)
 
 
 # gemini_auto (fully sharded + CPU offload) runs in test_resume.py's chain; gemini/zero3 and
