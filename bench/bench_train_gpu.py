@@ -11,6 +11,11 @@ attention is block-causal as in real packed pretraining. MFU follows train/metri
 convention (printed below the figures): 6 x matmul weights (lm_head over the 69,104 vocabulary
 included) x tokens + 12 x layers x d_attn x causal pairs at the real per-document lengths, over
 the dense bf16 peak. Kernels that are not installed (flash_attn) are reported as missing.
+
+Device time: ~1 min per compiled kernel variant (compile + 9 steps) plus start-up, ~3-4 min for
+the default three (flash is skipped in seconds when flash_attn is absent). Run it in the
+environment bench/gpu_check.sh sets up (transformers 5.24 from .whl/ on PYTHONPATH), e.g.
+`timeout 280 python bench/bench_train_gpu.py | tee $OUT/train_mfu.log`.
 """
 
 from __future__ import annotations
