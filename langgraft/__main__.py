@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "eval": "langgraft.eval.cli",
     "model": "langgraft.model.cli",
     "train": "langgraft.train.cli",
+    "launch": "langgraft.distributed.launch",
     "generate": "langgraft.generate",
     "chat": "langgraft.chat",
 }

@@ -13,12 +13,15 @@ Templates:
 - `chatml`: `<|im_start|>role\\ncontent<|im_end|>\\n` (after `<s>` when the tokenizer has one).
 
 The template's name travels with the data and the model: `prepare chat` records it in the
-dataset's manifest.json, a tuned model records it in its langgraft.json (`chat_template`), and
-`find_template_name` reads either (`langgraft chat` does).
+dataset's manifest.json, the trainer records it in every export's langgraft.json
+(`chat_template`) and writes the same layout as Jinja into its tokenizer_config.json (so
+`transformers`' `apply_chat_template` works), and `find_template_name` reads either (`langgraft
+chat` does).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +173,40 @@ def _chatml(messages: list[dict[str, str]], gen: bool) -> list[Part]:
 
 
 _LAYOUTS = {"llama2": _llama2, "llama3": _llama3, "chatml": _chatml}
+
+# The same layouts as Jinja, for `transformers`' apply_chat_template (the exported model's
+# tokenizer_config.json). Special tokens appear as text here, so the exported tokenizer must
+# parse them (split_special_tokens false); langgraft itself always inserts them by id.
+_JINJA = {
+    "llama2": (
+        "{{ bos_token }}{% if messages and messages[0]['role'] == 'system' %}"
+        "{{ messages[0]['content'] }}{% set turns = messages[1:] %}{% else %}"
+        "{{ " + json.dumps(COLOSSAL_SYSTEM) + " }}{% set turns = messages %}{% endif %}"
+        "{{ '\\n\\n' }}{% for m in turns %}"
+        "{% if m['role'] == 'user' %}{{ 'Human: ' + bos_token + m['content'] + eos_token }}"
+        "{% else %}{{ 'Assistant: ' + bos_token + m['content'] + eos_token }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' + bos_token }}{% endif %}"
+    ),
+    "llama3": (
+        "{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + "
+        "'<|end_header_id|>\\n\\n' + m['content'] + '<|eot_id|>' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+        "{% endif %}"
+    ),
+    "chatml": (
+        "{% if bos_token %}{{ bos_token }}{% endif %}{% for m in messages %}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    ),
+}
+
+
+def jinja_template(name: str) -> str:
+    """The Jinja chat template (Hugging Face `chat_template`) of a langgraft template."""
+    get_template(name)  # an unknown name is the usual error
+    return _JINJA[name]
+
+
 _TEMPLATES = {
     "llama2": ChatTemplate("llama2", (), EOS),
     # LLaMA-3 tokenizers call their BOS <|begin_of_text|>; the tokenizer's bos_token is used.
@@ -190,7 +227,7 @@ def get_template(name: str) -> ChatTemplate:
 
 def find_template_name(model_dir: str | Path, dataset_dir: str | Path | None = None) -> str | None:
     """The template a model was tuned with: `chat_template` in the model's langgraft.json (what
-    the trainer writes after SFT, as `write_meta(dir, {"chat_template": name})`), else the
+    the trainer writes into every export of a run on `prepare chat` data), else the
     template recorded in a `prepare chat` dataset's manifest.json; None if neither says."""
     from langgraft.model.checks import read_json_object
     from langgraft.model.meta import read_meta

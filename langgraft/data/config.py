@@ -27,7 +27,9 @@ class PrepareConfig:
     """Output directory (Arrow dataset per bucket, manifest.json). It must not exist unless
     --overwrite; it is written atomically."""
     max_length: int = 4096
-    """Length of a packed sequence in tokens. Longer documents are split into chunks."""
+    """Length of a packed sequence in tokens. Longer documents are split into chunks; a longer
+    chat conversation is split between exchanges, each piece starting with the system prompt
+    (an exchange that cannot fit is left out and counted as turn_too_long)."""
     num_bins: int = 1
     """Split every category into this many bins after a seeded shuffle; bucket k holds bin k of
     every category."""

@@ -34,6 +34,9 @@ class Accounting:
     examples: list[str] = field(default_factory=list)
     """The first few rejected rows as "file:line: reason: message"."""
     categories: dict[str, CategoryCounts] = field(default_factory=dict)
+    extra_pieces: int = 0
+    """Documents added by splitting long conversations at exchange boundaries (pieces - 1 per
+    split conversation); each piece repeats the system prompt."""
 
     def reject(self, where: str, reason: str, message: str, file_level: bool) -> None:
         (self.bad_files if file_level else self.rejected)[reason] += 1
@@ -62,8 +65,11 @@ def check_accounting(acc: Accounting, stats: dict[str, PackStats], file_rows: in
         problems.append(f"rows in {acc.rows_in} != packed {acc.rows_packed} + rejected")
     if file_rows != acc.rows_in:
         problems.append(f"rows read per file {file_rows} != rows in {acc.rows_in}")
-    if total.documents != acc.rows_packed:
-        problems.append(f"documents packed {total.documents} != rows packed {acc.rows_packed}")
+    if total.documents != acc.rows_packed + acc.extra_pieces:
+        problems.append(
+            f"documents packed {total.documents} != rows packed {acc.rows_packed} + "
+            f"conversation pieces added {acc.extra_pieces}"
+        )
     if target_in != total.supervised_out:
         problems.append(f"target tokens in {target_in} != supervised out {total.supervised_out}")
     if tokens_in + total.overlap_tokens - total.dropped_tokens != total.tokens_out:
@@ -146,6 +152,7 @@ def build_manifest(
             },
             "documents": {
                 "packed": total.documents,
+                "conversation_pieces_added": acc.extra_pieces,
                 "split": total.split_documents,
                 "chunks": total.chunks,
                 "context_only_chunks_dropped": total.dropped_chunks,

@@ -41,6 +41,7 @@ from langgraft.data.tokenize import (
     EncoderSpec,
     encode_stream,
     tokenizer_file,
+    tokenizer_fingerprint,
     tokenizer_hash,
 )
 from langgraft.data.writer import BucketWriter
@@ -151,13 +152,15 @@ def _read_and_pack(
                         )
                     acc.reject(where, reason, message, file_level)
                 offset = 0
-                for category, n, trained in zip(
-                    enc.categories, enc.lengths, enc.trained, strict=True
+                continued = enc.continued or [False] * len(enc.lengths)
+                for category, n, trained, cont in zip(
+                    enc.categories, enc.lengths, enc.trained, continued, strict=True
                 ):
                     counts = acc.categories.get(category)
                     if counts is None:
                         counts = acc.categories[category] = CategoryCounts()
-                    counts.rows += 1
+                    counts.rows += 0 if cont else 1  # a split conversation is still one row
+                    acc.extra_pieces += int(cont)
                     counts.tokens_in += n
                     counts.target_in += trained
                     packing.packer(category).add(
@@ -260,12 +263,14 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         labels=tuple(f.label for f in files),
         template=template,
         backend=cfg.tokenizer_backend,
+        max_length=cfg.max_length,
     )
     encoder = Encoder(spec)
     tok_info = {
         "path": str(cfg.tokenizer),
         "file": tokenizer_file(cfg.tokenizer).name,
         "sha256": tokenizer_hash(cfg.tokenizer),
+        "fingerprint": tokenizer_fingerprint(encoder.tokenizer),
         "vocab_size": len(encoder.tokenizer),
         "bos_id": encoder.bos,
         "eos_id": encoder.eos,

@@ -23,7 +23,7 @@ BAD_INPUT_REASONS = (
 )
 # Well-formed rows with nothing to train on: always skipped and counted, never an error, and
 # never turned into an all-masked sequence (which gives a NaN loss).
-FILTERED_REASONS = ("empty_target", "no_assistant_turn")
+FILTERED_REASONS = ("empty_target", "no_assistant_turn", "turn_too_long")
 # File-level problems (not rows).
 FILE_REASONS = ("empty_file", "corrupt_file")
 

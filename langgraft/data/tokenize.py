@@ -49,6 +49,30 @@ def tokenizer_hash(path: str | Path) -> str:
     return sha256_file(tokenizer_file(path))
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of what a (fast) tokenizer encodes: its model (vocabulary with merges or scores,
+    unk, byte fallback), normaliser, pre-tokeniser, added tokens and special ids. Unlike
+    `tokenizer_hash`, a `tokenizer.model` and the `tokenizer.json` saved from it agree.
+    `split_special_tokens` is left out: it is a runtime option (prepare inserts special tokens
+    by id; a chat export turns it off for apply_chat_template). Recorded as
+    `tokenizer.fingerprint` in manifests."""
+    import hashlib
+    import json
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    keys = ("id", "content", "special", "single_word", "lstrip", "rstrip", "normalized")
+    added = [[t.get(k) for k in keys] for t in spec.get("added_tokens") or []]
+    what = {
+        "model": spec.get("model"),
+        "normalizer": spec.get("normalizer"),
+        "pre_tokenizer": spec.get("pre_tokenizer"),
+        "added_tokens": sorted(added, key=lambda t: t[0]),
+        "bos_eos_unk": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id],
+    }
+    canonical = json.dumps(what, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """Everything a worker needs to build its Encoder (small and picklable)."""
@@ -61,6 +85,8 @@ class EncoderSpec:
     template: str | None = None
     backend: str = "auto"
     """auto | hf | sentencepiece: who encodes text (the ids are the same; see the module doc)."""
+    max_length: int | None = None
+    """Chat: a conversation longer than this is split at exchange boundaries (see `_fit_chat`)."""
 
 
 @dataclass
@@ -74,6 +100,9 @@ class EncodedBatch:
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     mask: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
     """1 where the token is trained on (its label is itself), 0 where the label is -100."""
+    continued: list[bool] = field(default_factory=list)
+    """Per accepted chat piece: True for the second and later pieces of a split conversation
+    (they are documents, not rows: a row is counted once)."""
     problems: list[tuple[int, int, str, str, bool]] = field(default_factory=list)
     """(file index, line, reason, message, file_level), in input order."""
     samples: list[tuple[str, list[int]]] = field(default_factory=list)
@@ -198,20 +227,68 @@ class Encoder:
         enc = iter(self.text.encode([p.text for ps in layouts for p in ps if p.text is not None]))
         pieces: list[np.ndarray] = []
         flags: list[int] = []
-        for (_, _, row), parts in zip(good, layouts, strict=True):
-            length = trained = 0
-            for p in parts:
-                ids = next(enc) if p.text is not None else self._special(p.special)
-                pieces.append(ids)
-                flags.append(int(p.trainable))
-                length += len(ids)
-                trained += len(ids) if p.trainable else 0
-            out.categories.append(row.category)
-            out.lengths.append(length)
-            out.trained.append(trained)
+        for (file_idx, line, row), parts in zip(good, layouts, strict=True):
+            segs = [
+                (next(enc) if p.text is not None else self._special(p.special), p.trainable)
+                for p in parts
+            ]
+            fitted = self._fit_chat(row.messages, segs)
+            if not fitted:
+                out.problems.append((file_idx, line, "turn_too_long", (
+                    f"an exchange (user turn + reply, with the system prompt) is longer than "
+                    f"--max-length {self.spec.max_length}; the conversation is left out"
+                ), False))  # fmt: skip
+                continue
+            for k, chat_piece in enumerate(fitted):
+                length = trained = 0
+                for ids, trainable in chat_piece:
+                    pieces.append(ids)
+                    flags.append(int(trainable))
+                    length += len(ids)
+                    trained += len(ids) if trainable else 0
+                out.categories.append(row.category)
+                out.lengths.append(length)
+                out.trained.append(trained)
+                out.continued.append(k > 0)
         if pieces:
             out.ids = np.concatenate(pieces)
             out.mask = np.repeat(np.array(flags, np.uint8), [len(x) for x in pieces])
+
+    def _fit_chat(
+        self, messages: list[dict[str, str]], segs: list[tuple[np.ndarray, bool]]
+    ) -> list[list[tuple[np.ndarray, bool]]]:
+        """A conversation as pieces of at most max_length tokens, cut between exchanges (the
+        user turns up to and including an assistant reply), every piece starting with the
+        template's head (BOS and the system prompt): no reply is ever trained without its
+        question. [] if one exchange does not fit with the head (the caller drops and counts).
+
+        Relies on the layouts being additive: `parts(messages[:m])` is a prefix of
+        `parts(messages)`, so message m owns parts [bounds[m], bounds[m+1])."""
+        limit = self.spec.max_length
+        if limit is None or sum(len(ids) for ids, _ in segs) <= limit:
+            return [segs]
+        assert self.template is not None
+        bounds = [len(self.template.parts(messages[:m])) for m in range(len(messages) + 1)]
+        assert bounds[-1] == len(segs), "chat template layout is not additive per message"
+        first = 1 if messages[0]["role"] == "system" else 0
+        head = segs[: bounds[first]]
+        size = lambda ss: sum(len(ids) for ids, _ in ss)  # noqa: E731
+        pieces: list[list[tuple[np.ndarray, bool]]] = []
+        current: list[tuple[np.ndarray, bool]] = []
+        start = first
+        for m in range(first, len(messages)):
+            if messages[m]["role"] != "assistant":
+                continue
+            exchange = segs[bounds[start] : bounds[m + 1]]
+            start = m + 1
+            if size(head) + size(exchange) > limit:
+                return []
+            if current and size(head) + size(current) + size(exchange) > limit:
+                pieces.append(head + current)
+                current = []
+            current += exchange
+        pieces.append(head + current)
+        return pieces
 
     def _special(self, name: str | None) -> np.ndarray:
         from langgraft.templates import OPTIONAL_BOS

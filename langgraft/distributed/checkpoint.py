@@ -1,42 +1,49 @@
-"""Resumable checkpoints and Hugging Face exports.
+"""Resumable checkpoints (torch.distributed.checkpoint) and Hugging Face exports.
 
 Layout of a run directory's checkpoints/:
 
-    step-00000120/   model.safetensors  optimizer.pt  scheduler.pt  scaler.pt  rng.pt
-                     [rng-rank1.pt ...]  trainer_state.json  recipe.json
+    step-00000120/   dcp/ (model + AdamW state: .metadata + one shard file per rank)
+                     scheduler.pt  scaler.pt  rng.pt [rng-rank1.pt ...]
+                     trainer_state.json  recipe.json
     latest           "step-00000120" (written last)
 
-A checkpoint is written into a hidden temporary directory, fsynced and renamed into place; only
-then is `latest` replaced (atomically), and only then are old checkpoints pruned to the newest
-`keep_last`. A crash at any point leaves `latest` naming a complete checkpoint. Everything is
-read back with safetensors or `torch.load(weights_only=True)`.
+Model and optimizer go through DCP with `get_state_dict`/`set_state_dict`, which name every
+tensor by its unwrapped parameter name: a checkpoint written by one plugin and world size (DDP
+replicas, FSDP2 shards, TP x FSDP2 shards, one process) loads under any other, each rank reading
+only the pieces of its own shards, straight into the rank's own device (or CPU with offload).
+Everything else is small and read with `torch.load(weights_only=True)` or JSON.
 
-Under DDP the weights and optimizer state are identical on every rank, so rank 0 writes them;
-each rank writes its own RNG state (rng.pt for rank 0, rng-rankR.pt for the others) into rank
-0's temporary directory before it is renamed, and every rank waits at a barrier until the
-checkpoint is complete, so no rank can read a half-written one.
+A checkpoint is written into a hidden temporary directory (rank 0 names it, every rank writes its
+shards and RNG state into it), fsynced and renamed into place; only then is `latest` replaced
+(atomically), and only then are old checkpoints pruned to the newest `keep_last`. A crash at any
+point leaves `latest` naming a complete checkpoint. Saving and loading are collective: every
+rank calls them, and every rank waits at a barrier until the checkpoint is complete.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import random
 import shutil
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from langgraft.distributed.parallel import barrier, broadcast_object, rank
+from langgraft.distributed.parallel import barrier, broadcast_object, rank, world_size
 from langgraft.errors import UserError
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
+# One process without a process group is DCP's no-dist mode, a supported case, not a problem.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
 # Fault injection for the atomicity test: SIGKILL this process in the middle of saving the
 # checkpoint of this global step (after the weights are written, before the rename).
 _KILL_IN_SAVE = "LANGGRAFT_TEST_KILL_IN_SAVE"
@@ -65,14 +72,14 @@ def rng_file(r: int) -> str:
 
 
 def load_rng_state(path: Path) -> None:
-    """Restore this rank's RNG state from checkpoint `path`."""
+    """Restore this rank's RNG state from checkpoint `path`. A rank the checkpoint did not have
+    (resumed on more processes) keeps its seeded state: only NEFTune noise draws from it."""
     f = path / rng_file(rank())
     if not f.is_file():
-        raise UserError(
-            f"{path}: no {f.name}; the checkpoint was written by fewer processes than this "
-            "run has (resume with the same number of processes)"
-        )
-    set_rng_state(torch.load(f, weights_only=True))
+        log.warning("%s: no %s (written by fewer processes); rank %d keeps its seeded RNG",
+                    path, f.name, rank())  # fmt: skip
+        return
+    set_rng_state(torch.load(f, weights_only=True, map_location="cpu"))
 
 
 def set_rng_state(s: dict[str, Any]) -> None:
@@ -110,9 +117,10 @@ def save_checkpoint(
     recipe: dict[str, Any],
     keep_last: int,
 ) -> Path:
-    """Write checkpoint `step` atomically under `root`; returns its directory. Collective
-    under DDP: every rank calls it (rank 0 writes the shared state, each rank its RNG)."""
-    from safetensors.torch import save_model
+    """Write checkpoint `step` atomically under `root`; returns its directory. Collective:
+    every rank calls it (DCP writes each rank's shards; rank 0 the small shared files)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     name = step_name(step)
     final = root / name
@@ -122,15 +130,17 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings
-        if os.environ.get(_KILL_IN_SAVE) == str(step):
-            os.kill(os.getpid(), signal.SIGKILL)
-        _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+    tmp = Path(broadcast_object(str(tmp)))  # rank 0's directory exists from here on
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
+    if main and os.environ.get(_KILL_IN_SAVE) == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if main:
         _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
         _torch_save(scaler.state_dict() if scaler is not None else {}, tmp / "scaler.pt")
         (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False))
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
-    tmp = Path(broadcast_object(str(tmp)))  # rank 0's directory exists from here on
+        state = {**trainer_state, "world_size": world_size()}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     _torch_save(rng_state(), tmp / rng_file(rank()))
     barrier()  # every rank's RNG file is in before the rename
     if main:
@@ -156,7 +166,10 @@ def _publish(root: Path, tmp: Path, final: Path, name: str, keep_last: int) -> N
 def _prune(root: Path, keep_last: int, keep: Path) -> None:
     for stale in root.glob(".tmp-step-*"):  # left by a crash mid-save
         shutil.rmtree(stale, ignore_errors=True)
-    done = sorted(p for p in root.glob("step-*") if p.is_dir())
+    # Only checkpoints up to the one just written count: a later step-* belongs to a timeline
+    # that a resume from an earlier checkpoint abandoned; it is left alone and never makes
+    # the new run's checkpoints look old enough to prune.
+    done = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name <= keep.name)
     for old in done[:-keep_last]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)
@@ -177,12 +190,35 @@ def find_checkpoint(out: Path, resume: str) -> Path | None:
     return path
 
 
+def _dcp_load(path: Path, state: dict[str, Any]) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    if not (path / "dcp" / ".metadata").is_file():
+        raise UserError(f"{path}: no dcp/.metadata; not a checkpoint of this langgraft version")
+    try:
+        dcp.load(state, checkpoint_id=str(path / "dcp"))
+    except Exception as e:  # DCP wraps per-rank failures in CheckpointException
+        first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path}: the checkpoint does not fit this model/layout ({first}); a vocabulary "
+            "padded for tp (plugin 3d) resumes only under the same tp"
+        ) from None
+
+
 def load_model_weights(model: torch.nn.Module, path: Path) -> None:
-    """Weights only: a checkpoint directory or a HF model directory (`--init-from`)."""
-    from safetensors.torch import load_file, load_model
+    """Weights only: a checkpoint directory (any layout, collective) or a HF model directory
+    (`--init-from`, before `parallelize`)."""
+    from safetensors.torch import load_file
 
     if (path / "trainer_state.json").is_file():
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=True)
+        from torch.distributed.checkpoint.state_dict import (
+            get_model_state_dict,
+            set_model_state_dict,
+        )
+
+        state = {"model": get_model_state_dict(model)}
+        _dcp_load(path, state)
+        set_model_state_dict(model, state["model"])
         return
     files = sorted(path.glob("*.safetensors"))
     if not files:
@@ -203,10 +239,19 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any
 ) -> None:
-    load_model_weights(model, path)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    scaler_state = torch.load(path / "scaler.pt", weights_only=True)
+    """Full state into an already laid-out model and a fresh optimizer (collective)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    _dcp_load(path, state)
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optim"])  # fmt: skip
+    # small host-side state: on CPU, never onto GPU 0 from every rank
+    scheduler.load_state_dict(
+        torch.load(path / "scheduler.pt", weights_only=True, map_location="cpu")
+    )
+    scaler_state = torch.load(path / "scaler.pt", weights_only=True, map_location="cpu")
     if scaler is not None and scaler_state:
         scaler.load_state_dict(scaler_state)
     load_rng_state(path)
@@ -216,12 +261,61 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
     return json.loads((path / "trainer_state.json").read_text())
 
 
-def export_hf(model: Any, tokenizer: Any, out: Path, recipe: dict[str, Any]) -> Path:
-    """A directory `from_pretrained` loads: config, safetensors weights, tokenizer, recipe."""
+def read_recipe(path: Path) -> dict[str, Any]:
+    """The resolved recipe the checkpoint was written with."""
+    return json.loads((path / "recipe.json").read_text(encoding="utf-8"))
+
+
+def full_hf_model(model: Any) -> Any:
+    """Collective: every rank calls it; rank 0 gets a plain HF model with the full fp32 weights
+    (gathered from FSDP2/TP shards onto CPU, vocabulary padding dropped), the others None."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from langgraft.distributed.parallelize import real_vocab_size
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=opts)
+    if rank() != 0:
+        return None
+    real = real_vocab_size(model)
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        if key in state:
+            state[key] = state[key][:real]
+    cfg = copy.deepcopy(model.config)
+    cfg.vocab_size = real
+    if hasattr(cfg, "langgraft_real_vocab_size"):
+        del cfg.langgraft_real_vocab_size
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    plain.load_state_dict(state, strict=False, assign=True)
+    if getattr(cfg, "tie_word_embeddings", False):
+        plain.tie_weights()
+    # Non-persistent buffers (rotary inv_freq) stay on meta: save_pretrained does not write them.
+    left = [n for n, p in plain.named_parameters() if p.is_meta]
+    if left:
+        raise UserError(f"export: weights missing from the training state: {left[:3]}")
+    return plain
+
+
+def export_hf(
+    model: Any, tokenizer: Any, out: Path, recipe: dict[str, Any], meta: dict | None = None
+) -> Path:
+    """A directory `from_pretrained` loads: config, safetensors weights, tokenizer, recipe.
+    Collective under every plugin (the weights are gathered first); rank 0 writes."""
     from langgraft.fsutil import atomic_output_dir
 
+    plain = full_hf_model(model)
+    if plain is None:
+        barrier()
+        return out
     with atomic_output_dir(out, overwrite=True) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        plain.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / "langgraft_recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False))
+        if meta is not None:  # langgraft.json + the chat template (train/exportmeta.py)
+            from langgraft.train.exportmeta import write_export_meta
+
+            write_export_meta(tmp, meta)
+    barrier()  # the other ranks wait here, not in the next step's collective (NCCL timeout)
     return out

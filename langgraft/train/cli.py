@@ -5,11 +5,14 @@ langgraft train --config recipes/demo-stories260k.yaml --resume auto
 langgraft train --config RECIPE.yaml --stages.0.lr=1e-3 --train.micro_batch_size=4
 langgraft train --config RECIPE.yaml --init-from runs/x/export/stage-0-warmup --dry-run
 torchrun --nproc_per_node 2 -m langgraft train --config RECIPE.yaml --plugin=ddp   # data parallel
+torchrun --nproc_per_node 8 -m langgraft train --config RECIPE.yaml --plugin=gemini  # FSDP2
+torchrun --nproc_per_node 8 -m langgraft train --config RECIPE.yaml --plugin=3d --tp=2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -32,29 +35,53 @@ class _OverridesParser(argparse.ArgumentParser):
 def run(args: argparse.Namespace) -> int:
     from langgraft.distributed.parallel import close_distributed
 
-    try:
-        return _run(args)
-    finally:
-        close_distributed()
+    with contextlib.ExitStack() as cleanup:
+        try:
+            return _run(args, cleanup)
+        finally:
+            close_distributed()
 
 
-def _run(args: argparse.Namespace) -> int:
+def _claim_run_dir(args: argparse.Namespace, recipe: Any, resume: Any, cleanup: Any) -> None:
+    """Rank 0: lock out/ for this process, then re-check and clear it (see train/rundir.py)."""
+    from langgraft.config import to_dict
+    from langgraft.train.rundir import RunLock, check_run_dir, clear_run, recipe_inputs
+
+    out = Path(recipe.out)
+    lock = RunLock(out)
+    cleanup.callback(lock.release)
+    # Checked again under the lock: another run may have written out/ since the first check.
+    stale = check_run_dir(out, to_dict(recipe), args.resume, resume, args.overwrite)
+    clear_run(out, stale, recipe_inputs(recipe, args.init_from))
+
+
+def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     import random
 
     import numpy as np
     import torch
 
     from langgraft.config import save_resolved, to_dict
-    from langgraft.data.tokenize import tokenizer_hash
     from langgraft.distributed import checkpoint as ckpt
-    from langgraft.distributed.parallel import check_layout, init_distributed, parallelize, rank
+    from langgraft.distributed.dims import parallel_dims
+    from langgraft.distributed.parallel import init_distributed, rank, world_size
+    from langgraft.distributed.parallelize import parallelize
     from langgraft.tokenizer import load_tokenizer
+    from langgraft.train.data import tokenizer_identity
     from langgraft.train.recipe import load_recipe
+    from langgraft.train.rundir import check_run_dir
     from langgraft.train.setup import load_model, pad_token_id, pick_device
     from langgraft.train.trainer import Trainer
 
     recipe = load_recipe(args.config, args.overrides)
-    check_layout(recipe.plugin)
+    # Every degree against the world size and the model's shape, before anything is loaded.
+    if args.plan:  # memory planning only: config.json + the recipe, on the meta device
+        from langgraft.distributed.plan import plan_report
+
+        world = args.world_size or world_size()
+        print(plan_report(recipe, parallel_dims(recipe, world, str(args.config)), args.gpu_memory))
+        return 0
+    dims = parallel_dims(recipe, world_size(), str(args.config))
     main = rank() == 0
     if not main:  # one voice: the other ranks only report problems
         logging.getLogger("langgraft").setLevel(logging.WARNING)
@@ -64,16 +91,21 @@ def _run(args: argparse.Namespace) -> int:
     resume = ckpt.find_checkpoint(out, args.resume) if args.resume else None
     if args.resume == "auto" and resume is None:
         log.info("--resume auto: no checkpoint in %s yet; starting from the beginning", out)
-    # Per-rank RNG streams (NEFTune noise differs across ranks); the data order does not use
-    # them (data.py seeds its own generators), and DDP broadcasts rank 0's initial weights.
-    seed = recipe.seed + rank()
+    if main:  # refuse a run directory that holds another run before loading anything
+        check_run_dir(out, to_dict(recipe), args.resume, resume, args.overwrite)
+    # Per data-parallel rank RNG streams (NEFTune noise differs across dp ranks but must be the
+    # same on the tp ranks of one group, whose activations are replicated); the data order does
+    # not use them (data.py seeds its own generators).
+    seed = recipe.seed + rank() // dims.tp
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    device = init_distributed(pick_device(recipe))
+    device = init_distributed(pick_device(recipe), single_process_group=dims.sharded)
+    dims.build_mesh(device)
     tok_path = recipe.tokenizer or recipe.model
     tokenizer = load_tokenizer(tok_path)
-    model = load_model(recipe, device)
+    # Sharded plugins load on CPU: FSDP2/TP move one shard at a time onto the device.
+    model = load_model(recipe, device, on_cpu=dims.sharded)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         raise UserError(
             f"tokenizer {tok_path} has {len(tokenizer)} tokens but the model's embedding has "
@@ -82,11 +114,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.init_from:
         ckpt.load_model_weights(model, Path(args.init_from))
         log.info("initialised weights from %s", args.init_from)
-    model = parallelize(model, recipe.grad_checkpoint)
+    model = parallelize(model, dims, device, recipe.grad_checkpoint, recipe.compile,
+                        recipe.precision)  # fmt: skip
     max_length = recipe.max_length or int(model.config.max_position_embeddings)
     trainer = Trainer(
-        recipe, model, tokenizer, tokenizer_hash(tok_path), device, pad_token_id(tokenizer),
-        max_length, where=str(args.config),
+        recipe, model, tokenizer, tokenizer_identity(tokenizer, tok_path), device,
+        pad_token_id(tokenizer),
+        max_length, where=str(args.config), dims=dims,
     )  # fmt: skip
     if args.dry_run:
         if not main:
@@ -100,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps({"recipe": to_dict(recipe), "plans": plans}, indent=2))
         return 0
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        _claim_run_dir(args, recipe, resume, cleanup)
         save_resolved(recipe, out / "recipe.json")
     summary = trainer.train(resume)
     if not main:
@@ -136,8 +170,37 @@ def register(subparsers: Any, name: str = "train") -> None:
         "of a previous run's stage (Colossal --load_checkpoint .../modeling)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an out/ that holds a previous run: deletes that run's "
+        "checkpoints/, export/, tensorboard/, metrics.jsonl, summary.json and recipe.json (and "
+        "nothing else); without it such a directory is refused unless --resume",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="load, validate and plan every stage (steps, warm-up), print it, train nothing",
+    )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the per-rank memory estimate of the recipe's plugin (parameters, gradients, "
+        "AdamW, activations, logits) from the model's config.json alone, on the meta device; "
+        "trains nothing, needs no GPU",
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --plan: the number of ranks (GPUs) to plan for (default: torchrun's "
+        "WORLD_SIZE, else 1)",
+    )
+    p.add_argument(
+        "--gpu-memory",
+        type=float,
+        default=80.0,
+        metavar="GIB",
+        help="with --plan: memory per GPU in GiB to check the estimate against (default: 80)",
     )
     p.set_defaults(func=run, overrides=[])

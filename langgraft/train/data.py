@@ -3,7 +3,9 @@
 Colossal-LLaMA-2 concatenates its buckets and shuffles globally, so its curriculum never happens.
 Here a stage's pass over its data is bucket 0, then bucket 1, ...; each bucket's pool is the
 rows of that bucket of every source (weighted) shuffled with a seed derived from
-(seed, stage, epoch, bucket). The order is a pure function of those numbers, so the sampler
+(seed, stage, epoch, bucket). A source with fewer buckets than the stage is spread evenly over
+the stage's buckets (a one-bucket English replay source appears in every bucket, also in the last
+one, just before the export). The order is a pure function of those numbers, so the sampler
 state is just (epoch, cursor) and a resume continues with the very next row, without replaying
 or skipping batches.
 """
@@ -97,20 +99,30 @@ class PreparedDataset:
                 )
 
     @property
-    def tokenizer_sha256(self) -> str:
-        return self.manifest["tokenizer"]["sha256"]
-
-    @property
     def max_length(self) -> int:
         return int(self.manifest["settings"]["max_length"])
 
-    def check_tokenizer(self, sha256: str, tokenizer_path: str | Path) -> None:
-        if self.tokenizer_sha256 != sha256:
+    def check_tokenizer(self, identity: dict[str, str], tokenizer_path: str | Path) -> None:
+        """Refuse data tokenized differently from the model's tokenizer. Compared by what the
+        tokenizers encode (`tokenizer_fingerprint`), so data prepared from a bare
+        tokenizer.model trains a model directory holding the same tokenizer as tokenizer.json;
+        manifests written before fingerprints fall back to the file's sha256."""
+        info = self.manifest["tokenizer"]
+        key = "fingerprint" if "fingerprint" in info else "sha256"
+        if info[key] != identity[key]:
             raise UserError(
-                f"{self.path}: prepared with tokenizer {self.manifest['tokenizer']['path']} "
-                f"(sha256 {self.tokenizer_sha256[:12]}), but the model's tokenizer "
-                f"{tokenizer_path} has sha256 {sha256[:12]}; re-run `langgraft prepare` with it"
+                f"{self.path}: prepared with tokenizer {info['path']} ({key} {info[key][:12]}), "
+                f"but the model's tokenizer {tokenizer_path} encodes differently ({key} "
+                f"{identity[key][:12]}); re-run `langgraft prepare` with it"
             )
+
+
+def tokenizer_identity(tokenizer: Any, path: str | Path) -> dict[str, str]:
+    """What `PreparedDataset.check_tokenizer` compares: the fingerprint (and, for manifests
+    that predate it, the defining file's sha256)."""
+    from langgraft.data.tokenize import tokenizer_fingerprint, tokenizer_hash
+
+    return {"fingerprint": tokenizer_fingerprint(tokenizer), "sha256": tokenizer_hash(path)}
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -149,17 +161,29 @@ class StageSampler:
         return int(self.sources[src].buckets[k].lengths[i])
 
     def _pool(self, epoch: int, k: int) -> np.ndarray:
+        """Stage bucket k: from every source, its share of the source bucket that covers k.
+
+        A source with b <= K buckets (K = the stage's) spreads each of its buckets j evenly over
+        the stage buckets that map to it, [ceil(jK/b), ceil((j+1)K/b)); so a one-bucket replay
+        source is mixed into every stage bucket, not front-loaded into bucket 0, and a source's
+        own bucket order (its curriculum) is kept. Which rows go to which share is reshuffled
+        every epoch."""
+        K = self.num_buckets
         parts = []
         for si, (src, w) in enumerate(zip(self.sources, self.weights, strict=True)):
-            if k >= len(src.buckets):
-                continue
-            n = src.buckets[k].num_rows
+            b = len(src.buckets)
+            j = k * b // K
+            first, last = -(-j * K // b), -(-(j + 1) * K // b)
+            n = src.buckets[j].num_rows
             rows = np.tile(np.arange(n), int(w))
             frac = w - int(w)
             if frac > 0:  # a seeded subset, fixed across epochs so replay sees the same rows
-                pick = _rng(self.seed, self.stage, 1, si, k).permutation(n)[: round(frac * n)]
+                pick = _rng(self.seed, self.stage, 1, si, j).permutation(n)[: round(frac * n)]
                 rows = np.concatenate([rows, np.sort(pick)])
-            parts.append(np.stack([np.full(len(rows), si), np.full(len(rows), k), rows], 1))
+            if last - first > 1:
+                rows = rows[_rng(self.seed, self.stage, 2, epoch, si, j).permutation(len(rows))]
+                rows = np.array_split(rows, last - first)[k - first]
+            parts.append(np.stack([np.full(len(rows), si), np.full(len(rows), j), rows], 1))
         pool = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
         return pool[_rng(self.seed, self.stage, 0, epoch, k).permutation(len(pool))]
 

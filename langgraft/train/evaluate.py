@@ -4,12 +4,13 @@ probe from langgraft.eval, so forgetting of the original language shows up durin
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from langgraft.train.data import PreparedDataset
-from langgraft.train.loss import category_sums, collate, model_inputs, token_nll
+from langgraft.train.data import PreparedDataset, Row
+from langgraft.train.loss import MicroBatch, category_totals, forward_nll, row_sums
 from langgraft.train.recipe import EvalConfig
 
 log = logging.getLogger(__name__)
@@ -20,12 +21,13 @@ def heldout_loss(
     dataset: PreparedDataset,
     max_rows: int,
     device: torch.device,
-    pad_id: int,
+    collate: Callable[[list[Row]], MicroBatch],
     batch_size: int,
     autocast: Any,
-    mask_dtype: torch.dtype,
 ) -> dict[str, tuple[float, int]]:
-    """{category: (summed nll, supervised tokens)} over the first `max_rows` rows (bucket order)."""
+    """{category: (summed nll, supervised tokens)} over the first `max_rows` rows (bucket order),
+    collated and run exactly as training does (`collate` is the trainer's, `autocast` its
+    precision), so a flash-attention run gets packed rows in bf16 here too."""
     rows = []
     for b in dataset.buckets:
         rows += [b.row(i) for i in range(min(b.num_rows, max_rows - len(rows)))]
@@ -33,11 +35,11 @@ def heldout_loss(
     model.eval()
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
-            mb = collate(rows[i : i + batch_size], pad_id, mask_dtype=mask_dtype)
+            mb = collate(rows[i : i + batch_size])
+            mbd = mb.to(device)
             with autocast():
-                logits = model(**model_inputs(mb.to(device))).logits
-            nll = token_nll(logits, mb.labels.to(device))
-            for c, (s, n) in category_sums(nll, mb).items():
+                nll = forward_nll(model, mbd)
+            for c, (s, n) in category_totals(row_sums(nll, mbd), mb).items():
                 s0, n0 = sums.get(c, (0.0, 0))
                 sums[c] = (s0 + s, n0 + n)
     return sums
@@ -49,25 +51,24 @@ def evaluate(
     cfg: EvalConfig,
     datasets: list[PreparedDataset],
     device: torch.device,
-    pad_id: int,
+    collate: Callable[[list[Row]], MicroBatch],
     batch_size: int,
     autocast: Any,
-    mask_dtype: torch.dtype,
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     for ds in datasets:
-        sums = heldout_loss(
-            model, ds, cfg.max_rows, device, pad_id, batch_size, autocast, mask_dtype
-        )
+        sums = heldout_loss(model, ds, cfg.max_rows, device, collate, batch_size, autocast)
         name = ds.path.name
         for c, (s, n) in sorted(sums.items()):
             out[f"eval/{name}/loss/{c}"] = s / max(n, 1)
         total_s, total_n = sum(s for s, _ in sums.values()), sum(n for _, n in sums.values())
         out[f"eval/{name}/loss"] = total_s / max(total_n, 1)
     if cfg.mc_task is not None and cfg.mc_data is not None:
-        from langgraft.eval import load_task, probe_mc
+        from langgraft import eval as mc
 
-        task = load_task(cfg.mc_task, cfg.mc_data)
-        for k, v in probe_mc(model, tokenizer, task, limit=cfg.mc_limit).items():
+        task = mc.load_task(cfg.mc_task, cfg.mc_data)
+        with autocast():  # flash kernels only run in fp16/bf16
+            probe = mc.probe_mc(model, tokenizer, task, limit=cfg.mc_limit)
+        for k, v in probe.items():
             out[f"eval/{cfg.mc_task}/{k}"] = v
     return out

@@ -62,3 +62,21 @@ def build_optimizer(
         return lr_at(step, 1.0, total_steps, warmup, stage.min_lr_ratio)
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any = None) -> bool:
+    """Apply the step's gradients (through GradScaler under fp16); returns whether the weights
+    changed. GradScaler skips a step whose gradients hold inf/NaN and halves its scale; the
+    schedule then stays put, or it would run ahead of the updates actually made."""
+    if scaler is None:
+        optimizer.step()
+        stepped = True
+    else:
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        stepped = scaler.get_scale() >= scale  # only a skipped step lowers the scale
+    optimizer.zero_grad(set_to_none=True)
+    if stepped:
+        scheduler.step()
+    return stepped

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,9 +24,9 @@ import yaml
 from langgraft.config import from_dict, read_yaml_mapping
 from langgraft.errors import UserError
 
-# Colossal-LLaMA-2's `--plugin` values. ddp runs under torchrun (DistributedDataParallel); the
-# sharded ones wait for FSDP2/TP, and until then naming one is an error, never a silent fallback.
-PLUGINS = ("none", "ddp", "gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
+# Colossal-LLaMA-2's `--plugin` values (plus zero3) on PyTorch's engine: DDP, FSDP2 and DTensor
+# tensor parallel (langgraft/distributed/dims.py has the mapping).
+PLUGINS = ("none", "ddp", "gemini", "gemini_auto", "zero2", "zero2_cpu", "zero3", "3d")
 
 
 @dataclass
@@ -131,14 +132,32 @@ class Recipe:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """fp32, or autocast to bf16 / fp16 (fp16 with a dynamic loss scale starting at 2^16) over fp32
     master weights. Colossal --mixed_precision."""
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = "sdpa"
-    """Attention kernel; requesting an unavailable one is an error (Colossal --use_flash_attn)."""
+    attn_implementation: Literal[
+        "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"
+    ] = "sdpa"
+    """Attention kernel, each with exact per-document masking (train/attention.py): sdpa / eager
+    (dense additive mask, none when rows are single documents), flex_attention (block mask from
+    the document lengths; CUDA, no CPU backward), flash_attention_2/3 (varlen over one packed
+    row; CUDA + flash_attn). An unavailable one is an error (Colossal --use_flash_attn)."""
     grad_checkpoint: bool = False
     """Recompute activations in the backward pass (Colossal --use_grad_checkpoint)."""
     plugin: Literal[PLUGINS] = "none"  # type: ignore[valid-type]
-    """Parallelism: none (one process) or ddp (data parallel under torchrun; each rank takes
-    micro_batch_size x accumulation_steps rows per step). zero2, zero2_cpu, gemini, gemini_auto
-    and 3d are the Colossal names, reserved for the sharded trainer (an error today)."""
+    """Parallelism under torchrun (each data-parallel rank takes micro_batch_size x
+    accumulation_steps rows per step): none (one process), ddp (DistributedDataParallel), zero2
+    (FSDP2, parameters kept gathered from forward to backward), gemini / zero3 (FSDP2 fully
+    sharded), zero2_cpu / gemini_auto (the same with parameters, gradients and AdamW on CPU),
+    3d (tensor parallel over `tp` ranks x FSDP2 over the rest). Colossal --plugin."""
+    tp: int = 1
+    """Tensor-parallel degree of plugin 3d: attention and MLP projections (and an untied
+    embedding/lm_head, vocabulary padded to a multiple of tp) split over tp ranks. Colossal --tp."""
+    zero: int | None = None
+    """ZeRO stage of plugin 3d's data-parallel dimension: 2 (default; parameters kept gathered
+    from forward to backward) or 3 (fully sharded). Other plugins imply it. Colossal --zero."""
+    pp: int = 1
+    """Pipeline-parallel degree; only 1 is supported (refused otherwise, before loading)."""
+    compile: bool = False
+    """torch.compile each decoder layer (after tensor parallel and activation checkpointing,
+    before FSDP2), as torchtitan does."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train; auto picks cuda when available."""
     max_length: int | None = None
@@ -228,6 +247,19 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; --config takes a YAML recipe file")
+    try:
+        path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {e.start}); a recipe is a YAML file"
+        ) from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the recipe ({e.strerror})") from None
     data = read_yaml_mapping(path, what="recipe")
     return recipe_from_dict(apply_overrides(data, overrides or []), where=str(path))
 
@@ -240,6 +272,14 @@ def _check(ok: bool, where: str, message: str) -> None:
 def validate(recipe: Recipe, where: str = "recipe") -> None:
     """Cross-field checks that need no data or model (those come in `plan_stage`)."""
     _check(bool(recipe.stages), f"{where}: stages", "at least one stage is required")
+    # numpy's SeedSequence refuses negative seeds and every rank adds its rank to the seed.
+    _check(0 <= recipe.seed < 2**32, f"{where}: seed", f"{recipe.seed} must be in [0, 2^32)")
+    _check(
+        not (recipe.precision == "fp32" and recipe.attn_implementation.startswith("flash")),
+        f"{where}: precision",
+        f"fp32 with attn_implementation {recipe.attn_implementation}: flash kernels run in "
+        "fp16/bf16 only; use precision: bf16 (or attn_implementation: sdpa)",
+    )
     _check(recipe.log_interval >= 1, f"{where}: log_interval", "must be >= 1")
     ck = recipe.checkpoint
     _check(ck.save_interval >= 0, f"{where}: checkpoint.save_interval", "must be >= 0")
@@ -263,20 +303,35 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
         _check(names.count(s.name) <= 1 or not s.name, f"{w}.name", f"duplicate name {s.name!r}")
         _check(bool(s.data), f"{w}.data", "no datasets; list prepared directories under data:")
         for j, d in enumerate(s.data):
-            _check(d.weight > 0, f"{w}.data[{j}].weight", f"{d.weight} must be > 0")
+            _check(
+                math.isfinite(d.weight) and d.weight > 0, f"{w}.data[{j}].weight",
+                f"{d.weight} must be finite and > 0",
+            )  # fmt: skip
         budgets = [k for k in ("tokens", "steps", "epochs") if getattr(s, k) is not None]
         _check(len(budgets) <= 1, f"{w}", f"set one budget, not {' and '.join(budgets)}")
         for k in budgets:
             _check(getattr(s, k) > 0, f"{w}.{k}", f"{getattr(s, k)} must be > 0")
         _check(s.micro_batch_size >= 1, f"{w}.micro_batch_size", "must be >= 1")
         _check(s.accumulation_steps >= 1, f"{w}.accumulation_steps", "must be >= 1")
-        _check(s.lr > 0, f"{w}.lr", f"{s.lr} must be > 0")
+        # Past ~1e37 AdamW's step size overflows float32; anything above 1e3 is surely a typo.
+        _check(0 < s.lr <= 1e3, f"{w}.lr", f"{s.lr} must be finite and in (0, 1e3]")
+        for k in ("adam_beta1", "adam_beta2"):
+            _check(0 <= getattr(s, k) < 1, f"{w}.{k}", f"{getattr(s, k)} must be in [0, 1)")
+        _check(
+            math.isfinite(s.adam_eps) and s.adam_eps > 0, f"{w}.adam_eps",
+            f"{s.adam_eps} must be finite and > 0",
+        )  # fmt: skip
+        _check(math.isfinite(s.weight_decay), f"{w}.weight_decay", "must be finite")
+        _check(math.isfinite(s.grad_clip), f"{w}.grad_clip", "must be finite (0 disables it)")
         _check(0 <= s.min_lr_ratio <= 1, f"{w}.min_lr_ratio", "must be in [0, 1]")
         _check(0 <= s.warmup_ratio < 1, f"{w}.warmup_ratio", "must be in [0, 1)")
         _check(s.warmup_steps is None or s.warmup_steps >= 0, f"{w}.warmup_steps", "must be >= 0")
         _check(s.weight_decay >= 0, f"{w}.weight_decay", "must be >= 0")
         _check(s.grad_clip >= 0, f"{w}.grad_clip", "must be >= 0 (0 disables clipping)")
-        _check(s.neft_alpha is None or s.neft_alpha > 0, f"{w}.neft_alpha", "must be > 0")
+        _check(
+            s.neft_alpha is None or (math.isfinite(s.neft_alpha) and s.neft_alpha > 0),
+            f"{w}.neft_alpha", "must be finite and > 0",
+        )  # fmt: skip
         _check(s.lora_rank is None or s.lora_rank >= 1, f"{w}.lora_rank", "must be >= 1")
         _check(
             not (s.lora_rank and s.freeze_non_embeds_params),

@@ -3,7 +3,6 @@ trains in a stage (freezing, NEFTune, LoRA)."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from dataclasses import dataclass
@@ -27,25 +26,26 @@ def pick_device(recipe: Recipe) -> torch.device:
     if recipe.device == "cuda" and not torch.cuda.is_available():
         raise UserError("device: cuda requested but torch sees no GPU; use device: cpu or auto")
     if recipe.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(recipe.device)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(recipe.device)
+    if recipe.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(
+            f"precision: bf16 needs a GPU with bf16 support, which {torch.cuda.get_device_name()} "
+            "lacks; use precision: fp16 (or fp32 with attn_implementation: sdpa)"
+        )
+    return device
 
 
 def check_attention(impl: str, device: torch.device) -> None:
-    """Refuse a flash kernel that cannot run here (Colossal v3 silently ignored the flag)."""
-    if not impl.startswith("flash_attention"):
-        return
-    package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
-    if device.type != "cuda":
-        raise UserError(f"attn_implementation: {impl} needs a CUDA device; use sdpa on {device}")
-    if importlib.util.find_spec(package[impl]) is None:
-        raise UserError(
-            f"attn_implementation: {impl} needs the {package[impl]!r} package, which is not "
-            "installed; install it or use sdpa"
-        )
+    """Refuse a kernel that cannot train here (train/attention.py); never a silent fallback."""
+    from langgraft.train.attention import check_implementation
+
+    check_implementation(impl, device, training=True)
 
 
-def load_model(recipe: Recipe, device: torch.device) -> Any:
+def load_model(recipe: Recipe, device: torch.device, on_cpu: bool = False) -> Any:
+    """The recipe's model in fp32, on `device` (or left on CPU for `parallelize` to shard)."""
     from transformers import AutoModelForCausalLM
 
     path = Path(recipe.model)
@@ -61,7 +61,7 @@ def load_model(recipe: Recipe, device: torch.device) -> Any:
     except (ImportError, ValueError) as e:
         raise UserError(f"model: {path}: cannot load with {recipe.attn_implementation}: {e}") from e
     model.config.use_cache = False
-    return model.to(device)
+    return model if on_cpu else model.to(device)
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -154,14 +154,20 @@ class NeftHook:
         if not module.training:
             return output
         B, L, d = output.shape
-        lengths = self.lengths if self.lengths is not None and len(self.lengths) == B else None
-        n = (
-            lengths.to(output.device, output.dtype)
-            if lengths is not None
-            else torch.full((B,), float(L), device=output.device, dtype=output.dtype)
-        )
-        scale = (self.alpha / torch.sqrt(n * d)).view(B, 1, 1)
+        n = self._position_lengths(B, L).to(output.device, output.dtype)
+        scale = (self.alpha / torch.sqrt(n * d))[..., None]
         return output + torch.empty_like(output).uniform_(-1, 1) * scale
+
+    def _position_lengths(self, B: int, L: int) -> torch.Tensor:
+        """(B, L): the real length of the row each position belongs to. Padded micro-batches
+        have one row per batch entry; the packed (flash) path concatenates the rows into one,
+        and each position must still be scaled by its own row's length, not the total."""
+        lengths = self.lengths
+        if lengths is not None and len(lengths) == B:
+            return lengths.double()[:, None].expand(B, L)
+        if lengths is not None and B == 1 and int(lengths.sum()) == L:
+            return torch.repeat_interleave(lengths.double(), lengths)[None]
+        return torch.full((B, L), float(L), dtype=torch.float64)
 
     def remove(self) -> None:
         self.handle.remove()

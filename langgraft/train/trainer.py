@@ -5,16 +5,18 @@ the step, the tokens seen and the sampler position, and together with the model,
 scheduler, grad scaler and RNG states (distributed/checkpoint.py) a resume continues bit for
 bit. Each stage starts a fresh AdamW and schedule, like Colossal's chained runs.
 
-Under torchrun with plugin ddp every rank runs this same loop on its share of each step's rows
-(data.py: `next_step_rows`); only rank 0 writes metrics, TensorBoard, exports and the shared
-part of checkpoints, and only rank 0 runs the eval hook (on the unwrapped model: no
-collectives, so the other ranks simply wait for it at the next step's all-reduce).
+Under torchrun every rank runs this same loop; the rows of a step are split by the
+data-parallel rank of the mesh (data.py: `next_step_rows`; the tp ranks of one group share
+rows). The eval hook, checkpoints and exports are collective (a sharded model's forward and its
+state gathering need every rank); only rank 0 writes metrics, TensorBoard and the shared files.
+A resume checks the recipe against the checkpoint's (train/resume.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import time
@@ -26,27 +28,40 @@ from tqdm import tqdm
 
 from langgraft.config import to_dict
 from langgraft.distributed import checkpoint as ckpt
+from langgraft.distributed.dims import ParallelDims
 from langgraft.distributed.parallel import (
     data_parallel,
     gather_objects,
-    no_sync,
     rank,
+    sum_float,
     sum_int,
-    world_size,
 )
+from langgraft.distributed.parallelize import clip_grad_norm, grad_sync
 from langgraft.errors import UserError
 from langgraft.train.data import PreparedDataset
 from langgraft.train.evaluate import evaluate
-from langgraft.train.loss import MicroBatch, category_sums, collate, model_inputs, token_nll
-from langgraft.train.metrics import MetricsLogger, NoMetrics, Throughput, mfu
-from langgraft.train.optim import build_optimizer
+from langgraft.train.exportmeta import export_meta, stage_templates
+from langgraft.train.loader import StepLoader
+from langgraft.train.loss import Collator, MicroBatch, category_totals, forward_nll, row_sums
+from langgraft.train.metrics import (
+    MetricsLogger,
+    NoMetrics,
+    Throughput,
+    attention_dim,
+    matmul_params,
+    mfu,
+    training_flops,
+)
+from langgraft.train.optim import build_optimizer, optimizer_step
 from langgraft.train.recipe import Recipe
+from langgraft.train.resume import apply_resumed_hyper, check_resume
 from langgraft.train.setup import NeftHook, StagePlan, configure_trainable, plan_stage
 
 log = logging.getLogger(__name__)
 
 # Fault injection for the kill-and-resume test: SIGKILL after this global step is logged.
 _KILL_AT_STEP = "LANGGRAFT_TEST_KILL_AT_STEP"
+_KILL_RANK = "LANGGRAFT_TEST_KILL_RANK"  # only this rank (default: every rank)
 
 
 def accumulate(
@@ -56,6 +71,8 @@ def accumulate(
     autocast: Any,
     scaler: Any = None,
     neft: NeftHook | None = None,
+    dims: ParallelDims | None = None,
+    categories: bool = True,
 ) -> tuple[float, int, dict[str, tuple[float, int]]]:
     """Forward/backward over one optimizer step's micro-batches with the loss token-weighted
     across all of them: each micro-batch adds sum(nll) / N, N = supervised tokens of the whole
@@ -66,31 +83,44 @@ def accumulate(
     gradients over ranks: the synchronised gradient is then sum over every rank's micro-batches
     of grad(sum(nll)) / N, the same sum one process with W times the accumulation steps forms
     over the same rows (only the float summation order differs). Every micro-step but the last
-    runs under `no_sync()`, so gradients are all-reduced once per optimizer step."""
-    world = world_size()
-    total = sum_int(sum(mb.num_supervised for mb in micro_batches), device)
+    runs under `no_sync()`, so gradients are all-reduced once per optimizer step.
+
+    The same holds for FSDP2 (its reduce-scatter averages over the data-parallel ranks too). W
+    counts data-parallel ranks only (`dims.dp`): the tp ranks of one group share their rows and
+    compute the same loss, so sums and gathers run over the "dp" group of the mesh.
+
+    The step syncs with the host once (the per-row loss sums, one copy at the end); the
+    per-category sums are gathered over ranks only when `categories` (a logged step)."""
+    world = dims.dp if dims is not None else 1
+    group = dims.dp_group if dims is not None else None
+    total = sum_int(sum(mb.num_supervised for mb in micro_batches), device, group)
     denom = max(total, 1)  # an all-masked step gives zero gradients, not NaN (Colossal #5370)
-    loss_sum = 0.0
-    cats: dict[str, tuple[float, int]] = {}
+    sums = []
     for k, mb in enumerate(micro_batches):
         if neft is not None:
             neft.lengths = mb.real_lengths
         mbd = mb.to(device)
-        with no_sync(model, last=k == len(micro_batches) - 1):
+        with grad_sync(model, last=k == len(micro_batches) - 1):
             with autocast():
-                logits = model(**model_inputs(mbd)).logits
-            nll = token_nll(logits, mbd.labels)
+                nll = forward_nll(model, mbd)
             loss = nll.sum() / denom * world  # x W is exact for W a power of two
             (scaler.scale(loss) if scaler is not None else loss).backward()
-        loss_sum += float(nll.detach().sum())
-        for c, (s, n) in category_sums(nll, mb).items():
+        sums.append(row_sums(nll, mbd))
+    per_row = torch.cat(sums).tolist() if sums else []  # the step's one host sync
+    loss_sum, start = 0.0, 0
+    cats: dict[str, tuple[float, int]] = {}
+    for mb in micro_batches:
+        part = per_row[start : start + len(mb.categories)]
+        start += len(mb.categories)
+        loss_sum += sum(part)
+        for c, (s, n) in category_totals(part, mb).items():
             s0, n0 = cats.get(c, (0.0, 0))
             cats[c] = (s0 + s, n0 + n)
     if world > 1:  # the logged loss is the global step's, identical on every rank
-        parts = gather_objects((loss_sum, cats))
-        loss_sum, cats = 0.0, {}
-        for part_sum, part_cats in parts:
-            loss_sum += part_sum
+        loss_sum = sum_float(loss_sum, device, group)
+        parts = gather_objects(cats, group) if categories else []
+        cats = {}
+        for part_cats in parts:
             for c, (s, n) in part_cats.items():
                 s0, n0 = cats.get(c, (0.0, 0))
                 cats[c] = (s0 + s, n0 + n)
@@ -103,17 +133,21 @@ class Trainer:
         recipe: Recipe,
         model: Any,
         tokenizer: Any,
-        tokenizer_sha256: str,
+        tokenizer_id: dict[str, str],
         device: torch.device,
         pad_id: int,
         max_length: int,
         where: str = "recipe",
+        dims: ParallelDims | None = None,
     ) -> None:
         self.recipe, self.model, self.tokenizer = recipe, model, tokenizer
         self.device, self.pad_id, self.max_length = device, pad_id, max_length
         self.out = Path(recipe.out)
-        self.rank, self.world = rank(), world_size()
-        self.main = self.rank == 0
+        self.where = where
+        self.dims = dims or ParallelDims(recipe.plugin, 1)
+        # Data follows the data-parallel rank: the tp ranks of one group take the same rows.
+        self.rank, self.world = self.dims.dp_rank, self.dims.dp
+        self.main = rank() == 0
         self.datasets: dict[str, PreparedDataset] = {}
         # Plan every stage up front: a bad budget in stage 3 fails before stage 1 trains.
         self.plans = [
@@ -121,17 +155,21 @@ class Trainer:
             for i in range(len(recipe.stages))
         ]
         for ds in self.datasets.values():
-            ds.check_tokenizer(tokenizer_sha256, recipe.tokenizer or recipe.model)
+            ds.check_tokenizer(tokenizer_id, recipe.tokenizer or recipe.model)
         self.eval_sets = [PreparedDataset(p) for p in recipe.eval.data]
         for ds in self.eval_sets:
-            ds.check_tokenizer(tokenizer_sha256, recipe.tokenizer or recipe.model)
+            ds.check_tokenizer(tokenizer_id, recipe.tokenizer or recipe.model)
+        self.chat_templates = stage_templates(recipe, self.datasets, where)  # for the exports
         self.stage = 0
         self.stage_step = 0
         self.global_step = 0
         self.tokens_seen = 0
-        self.packed = recipe.attn_implementation.startswith("flash")
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.precision)
         self.mask_dtype = amp or torch.float32
+        self.collate = Collator(pad_id, recipe.attn_implementation, self.mask_dtype)
+        self.loader: StepLoader | None = None
+        if self.dims.fsdp and amp is not None:
+            amp = None  # FSDP2's MixedPrecisionPolicy computes in bf16 (torchtitan: no autocast)
         self.autocast = (
             (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
         )
@@ -144,33 +182,55 @@ class Trainer:
             "stage_total_steps": plan.total_steps,
             "global_step": self.global_step,
             "tokens_seen": self.tokens_seen,
-            "sampler": plan.sampler.state_dict(),
-            "world_size": self.world,
+            "sampler": self._sampler_state(plan),
+            "dp": self.world,
+            "plugin": self.dims.plugin,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved_world = state.get("world_size", 1)
-        if saved_world != self.world:
-            raise UserError(
-                f"cannot resume: the checkpoint was written by {saved_world} process(es), this "
-                f"run has {self.world}; the global batch and the per-rank RNG streams would "
-                f"change. Resume with the same number of processes ({saved_world})"
-            )
         self.stage, self.stage_step = state["stage"], state["stage_step"]
         self.global_step, self.tokens_seen = state["global_step"], state["tokens_seen"]
 
-    def _micro_batches(self, plan: StagePlan) -> list[MicroBatch]:
-        rows = [r for r, _ in plan.sampler.next_step_rows(self.rank, self.world)]
-        mbs = plan.stage.micro_batch_size
-        return [
-            collate(rows[i : i + mbs], self.pad_id, self.packed, self.mask_dtype)
-            for i in range(0, len(rows), mbs)
-        ]
+    def _device_flops(self, micro: list[MicroBatch]) -> float:
+        """Model FLOPs of this rank's share of the step, per device (metrics.py convention):
+        the tp ranks of a group split the same rows."""
+        cfg = self.model.config
+        flops = training_flops(
+            self._matmul_weights, sum(mb.num_tokens for mb in micro),
+            sum(mb.causal_pairs for mb in micro), cfg.num_hidden_layers, attention_dim(cfg),
+        )  # fmt: skip
+        return flops / self.dims.tp
+
+    def _sampler_state(self, plan: StagePlan) -> dict[str, Any]:
+        """The position after the last consumed step (the loader thread may have read on)."""
+        return self.loader.state_dict() if self.loader else plan.sampler.state_dict()
+
+    def _start_loader(self, plan: StagePlan) -> None:
+        """Collate the next steps in a background thread, from the sampler's current state."""
+        self._close_loader()
+        if self.recipe.compile and not self.collate.impl.startswith("flash"):
+            # One micro-batch shape per stage (its data's packed length): a width that changes
+            # from step to step would make torch.compile recompile the layers.
+            width = max(ds.max_length for ds in plan.sampler.sources)
+            self.collate = Collator(self.pad_id, self.collate.impl, self.mask_dtype, width)
+        self.loader = StepLoader(
+            plan.sampler, self.collate, plan.stage.micro_batch_size, self.rank, self.world,
+            pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+
+    def _close_loader(self) -> None:
+        """Stop the thread; its consumed state stays readable for the stage-end checkpoint."""
+        if self.loader is not None:
+            self.loader.close()
 
     def train(self, resume: Path | None = None) -> dict[str, Any]:
         recipe = self.recipe
         resumed_state = ckpt.read_trainer_state(resume) if resume is not None else None
         if resumed_state is not None:
+            assert resume is not None
+            saved_recipe = ckpt.read_recipe(resume)
+            check_resume(saved_recipe, to_dict(recipe), resumed_state, self.world, str(resume))
+            self.saved_stages = saved_recipe["stages"]
             self.load_state_dict(resumed_state)
             log.info("resuming from %s (global step %d)", resume, self.global_step)
             if self.stage_step >= resumed_state["stage_total_steps"]:
@@ -190,6 +250,7 @@ class Trainer:
                 summary["stages"].append(self._run_stage(self.plans[i], metrics, resume))
                 resume = None
         finally:
+            self._close_loader()
             metrics.close()
         summary.update(global_step=self.global_step, tokens_seen=self.tokens_seen)
         return summary
@@ -204,13 +265,14 @@ class Trainer:
         if resume is not None:
             ckpt.load_checkpoint(resume, self.model, optimizer, scheduler, scaler)
             plan.sampler.load_state_dict(ckpt.read_trainer_state(resume)["sampler"])
+            apply_resumed_hyper(optimizer, scheduler, stage, self.saved_stages[plan.index])
         neft = None
         if stage.neft_alpha:
             neft = NeftHook(self.model.get_input_embeddings(), stage.neft_alpha)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         # DDP over this stage's trainable parameters (identity with one process); self.model
         # stays the unwrapped model for clipping, eval, checkpoints and export.
-        wrapped = data_parallel(self.model, self.device)
+        wrapped = data_parallel(self.model, self.device, self.dims.plugin)
         log.info(
             "stage %d/%d %r: %d steps (%d warm-up), ~%s tokens per step, %d bucket(s)",
             plan.index + 1, len(self.plans), stage.name, plan.total_steps, plan.warmup_steps,
@@ -220,33 +282,36 @@ class Trainer:
             total=plan.total_steps, initial=self.stage_step, desc=stage.name, unit="step",
             disable=not recipe.progress or not self.main, dynamic_ncols=True,
         )  # fmt: skip
-        meter = Throughput()
+        meter = self.meter = Throughput()
+        self._matmul_weights = matmul_params(self.model)  # per stage: LoRA adds matmuls
+        self._start_loader(plan)
         kill_at = os.environ.get(_KILL_AT_STEP)
         last_loss = float("nan")
         saved_at = -1
         self.model.train()
         while self.stage_step < plan.total_steps:
             meter.start()
-            micro = self._micro_batches(plan)
+            assert self.loader is not None
+            micro = self.loader.next()
+            logged = (self.global_step + 1) % recipe.log_interval == 0 or (
+                self.stage_step + 1 == plan.total_steps
+            )
             loss, supervised, cats = accumulate(
-                wrapped, micro, self.device, self.autocast, scaler, neft
+                wrapped, micro, self.device, self.autocast, scaler, neft, self.dims, logged
             )
             if scaler is not None:
                 scaler.unscale_(optimizer)
             clip = stage.grad_clip if stage.grad_clip > 0 else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip))
+            grad_norm = clip_grad_norm(trainable, clip)
             lr = scheduler.get_last_lr()[0]
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            # A non-finite grad norm under fp16 is GradScaler's business (it skips the step).
+            if not math.isfinite(loss) or (scaler is None and not math.isfinite(grad_norm)):
+                raise UserError(self._diverged(plan, loss, grad_norm))
+            optimizer_step(optimizer, scheduler, scaler)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-            tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device)
-            meter.stop(tokens)
+            tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device, self.dims.dp_group)
+            meter.stop(tokens, self._device_flops(micro))
             self.tokens_seen += tokens
             self.stage_step += 1
             self.global_step += 1
@@ -257,15 +322,18 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{row['tok_s']:,.0f}")
             bar.update(1)
             if kill_at is not None and int(kill_at) == self.global_step:
-                os.kill(os.getpid(), signal.SIGKILL)
+                if os.environ.get(_KILL_RANK, str(rank())) == str(rank()):
+                    os.kill(os.getpid(), signal.SIGKILL)
             every = recipe.checkpoint.save_interval
             if every and self.global_step % every == 0 and self.stage_step < plan.total_steps:
                 self._save(plan, optimizer, scheduler, scaler)
                 saved_at = self.global_step
-            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0 and self.main:
+            # every rank: a sharded model's forward is collective (rank 0 writes the row)
+            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0:
                 metrics.write(self._eval_row(plan))
                 self.model.train()
         bar.close()
+        self._close_loader()
         del wrapped  # drops DDP's gradient hooks before the next stage re-wraps
         if neft is not None:
             neft.remove()
@@ -273,13 +341,16 @@ class Trainer:
             # Fold the adapters into the weights: the export is a plain HF model and the next
             # stage (LoRA or not) starts from the merged weights.
             self.model = self.model.merge_and_unload()
-        if recipe.eval.interval and self.main:
+        if recipe.eval.interval:
             metrics.write(self._eval_row(plan))
         export = None
-        if recipe.checkpoint.export_hf and self.main:
+        if recipe.checkpoint.export_hf:  # every rank: they hold the same weights
+            self._check_finite_weights("export")
+        if recipe.checkpoint.export_hf:  # collective: the weights are gathered, rank 0 writes
+            meta = export_meta(recipe, plan, self.chat_templates[plan.index], self.state_dict(plan))
             export = ckpt.export_hf(
                 self.model, self.tokenizer,
-                self.out / "export" / f"stage-{plan.index}-{stage.name}", to_dict(recipe),
+                self.out / "export" / f"stage-{plan.index}-{stage.name}", to_dict(recipe), meta,
             )  # fmt: skip
             log.info("stage %r exported to %s", stage.name, export)
         if saved_at != self.global_step:
@@ -292,7 +363,7 @@ class Trainer:
     def _row(self, plan, loss, cats, lr, grad_norm, supervised, tok_s) -> dict[str, Any]:
         row: dict[str, Any] = {
             "step": self.global_step, "stage": plan.index, "stage_step": self.stage_step,
-            "epoch": plan.sampler.epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "epoch": self._sampler_state(plan)["epoch"], "loss": loss, "lr": lr, "grad_norm": grad_norm,
             "supervised_tokens": supervised, "tokens_seen": self.tokens_seen,
             "tok_s": tok_s, "time": time.time(),
         }  # fmt: skip
@@ -301,10 +372,8 @@ class Trainer:
                 row[f"loss/{c}"] = s / n
         if self.device.type == "cuda":
             row["memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-            cfg = self.model.config
-            n_emb = self.model.get_input_embeddings().weight.numel()
-            n = sum(p.numel() for p in self.model.parameters()) - n_emb
-            row["mfu"] = mfu(tok_s, n, cfg.num_hidden_layers, cfg.hidden_size, self.max_length)
+            # per device, FLOPs at the real per-document lengths (metrics.py: convention)
+            row["mfu"] = mfu(self.meter.flops_per_s, self.device)
         return row
 
     def _eval_row(self, plan: StagePlan) -> dict[str, Any]:
@@ -312,14 +381,35 @@ class Trainer:
         row.update(
             evaluate(
                 self.model, self.tokenizer, self.recipe.eval, self.eval_sets, self.device,
-                self.pad_id, plan.stage.micro_batch_size, self.autocast, self.mask_dtype,
+                self.collate, plan.stage.micro_batch_size, self.autocast,
             )
         )  # fmt: skip
         log.info("eval at step %d: %s", self.global_step,
                  ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("eval/")))  # fmt: skip
         return row
 
+    def _diverged(self, plan: StagePlan, loss: float, grad_norm: float) -> str:
+        latest = ckpt.find_checkpoint(self.out, "auto") if self.main else None
+        return (
+            f"stage {plan.stage.name!r} step {self.stage_step + 1} (global step "
+            f"{self.global_step + 1}): loss {loss}, gradient norm {grad_norm}: training "
+            "diverged; stopped before applying this step (no export). Last good checkpoint: "
+            f"{latest or 'none yet'}. Lower the learning rate, or use bf16 instead of fp16"
+        )
+
+    def _check_finite_weights(self, what: str) -> None:
+        """Never save or export NaN/inf weights (the loss guard catches most divergence one step
+        late: the update that broke the weights happens after that step's finite loss)."""
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise UserError(
+                f"step {self.global_step}: non-finite weights in {', '.join(bad[:3])}; not "
+                f"writing the {what}. Last good checkpoint: "
+                f"{ckpt.find_checkpoint(self.out, 'auto') or 'none yet'}; lower the learning rate"
+            )
+
     def _save(self, plan: StagePlan, optimizer: Any, scheduler: Any, scaler: Any) -> None:
+        self._check_finite_weights("checkpoint")
         path = ckpt.save_checkpoint(
             self.out / "checkpoints", self.global_step, self.model, optimizer, scheduler, scaler,
             self.state_dict(plan), to_dict(self.recipe), self.recipe.checkpoint.keep_last,

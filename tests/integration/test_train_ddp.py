@@ -109,7 +109,9 @@ def test_ddp_equals_one_process_with_double_accumulation(setup) -> None:
     wa, wb = weights(oracle), weights(ddp)
     assert wa.keys() == wb.keys()
     for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=1e-6)
+        # AdamW divides by sqrt(v): a near-zero gradient's float summation-order difference
+        # shows up as ~1e-6 in a weight after 8 steps (measured 1.6e-6 with the chunked loss)
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=5e-6)
     # rank 0 wrote the shared state, each rank its own RNG
     ck = ddp / "checkpoints" / (ddp / "checkpoints" / "latest").read_text().strip()
     assert (ck / "rng.pt").is_file() and (ck / "rng-rank1.pt").is_file()
@@ -136,9 +138,9 @@ def test_ddp_resume_auto_is_exact(setup) -> None:
     assert rows(run, "eval/en/loss") == rows(straight, "eval/en/loss")
     wa, wb = weights(straight), weights(run)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    # a different process count cannot resume silently
+    # a different process count at the same per-rank batch changes the global batch: refused
     p = train(cfg, "--resume", "auto")
-    assert p.returncode != 0 and "2 process(es)" in p.stderr
+    assert p.returncode == 2 and "global batch (2 x 2 x 2 rank(s) = 8 -> 2 x 2 x 1 = 4" in p.stderr
 
 
 def test_world_size_without_ddp_plugin_is_refused(setup) -> None:

@@ -17,7 +17,14 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from train_helpers import tiny_model, two_languages, write_recipe  # noqa: E402
+from train_helpers import (  # noqa: E402
+    TOK512,
+    prepared,
+    swap_two_pieces,
+    tiny_model,
+    two_languages,
+    write_recipe,
+)
 
 from langgraft.__main__ import main  # noqa: E402
 
@@ -128,7 +135,7 @@ def test_frozen_weights_are_bit_identical_and_export_loads(setup) -> None:
         ),
         ("--stages.1.warmup_steps=6", r"stages\[1\]\.warmup_steps: 6 warm-up steps"),
         ("--stages.1.epochs=0.001", r"stages\[1\]\.epochs"),
-        ("--plugin=zero2", r"plugin: 'zero2'"),
+        ("--tp=2", r"tp: 2 needs plugin: 3d"),
         ("--max_length=32", r"stages\[0\]\.data\[0\]\.path: .* packed to 64"),
     ],
 )
@@ -152,8 +159,17 @@ def test_dry_run_plans_token_budgets_and_checks_tokenizer(setup, capsys, tmp_pat
     assert plans[0]["steps"] == 4
     assert (plans[1]["steps"] - 1) * tps < 2000 <= (plans[1]["steps"] + 0.01) * tps  # rounded up
     other = tiny_model(tmp_path / "other")
-    (other / "tokenizer.json").write_text(
-        (other / "tokenizer.json").read_text().replace('"unk_token"', '"unk_token" ', 1) + " "
-    )
+    swap_two_pieces(other)  # the same file layout, a different encoding
     assert main(["train", "--config", str(cfg), "--dry-run", f"--model={other}"]) == 2
     assert "re-run `langgraft prepare`" in capsys.readouterr().err
+
+
+def test_data_prepared_from_tokenizer_model_trains_a_model_with_tokenizer_json(
+    setup, capsys, tmp_path
+) -> None:
+    """prepare --tokenizer tok512.model, then train a model directory whose tokenizer.json
+    is the same tokenizer: accepted (it was refused by file hash before)."""
+    data = prepared(tmp_path / "tokfile", setup["model"], {"zh": 30}, tokenizer=TOK512)
+    cfg = recipe(setup, tmp_path / "tokfile-run")
+    cfg.write_text(cfg.read_text().replace(str(setup["zh"]), str(data)))
+    assert main(["train", "--config", str(cfg), "--dry-run"]) == 0, capsys.readouterr().err

@@ -89,10 +89,37 @@ def test_state_dict_continues_exactly_across_epochs(data) -> None:
     assert first + refs(c, 27) == straight
 
 
-def test_tokenizer_hash_mismatch_is_an_error(data) -> None:
-    ds = PreparedDataset(data["two"])
-    with pytest.raises(UserError, match="re-run `langgraft prepare`"):
-        ds.check_tokenizer("0" * 64, "other-tokenizer")
+def test_tokenizers_are_compared_by_what_they_encode_not_file_bytes(data, tmp_path) -> None:
+    import json
+    import shutil
+
+    from train_helpers import TOK512, swap_two_pieces
+
+    from langgraft.data.tokenize import tokenizer_hash
+    from langgraft.tokenizer import load_tokenizer
+    from langgraft.train.data import tokenizer_identity
+
+    model = data["model"]
+    # Prepared from the bare SentencePiece file; the model directory holds tokenizer.json.
+    ds = PreparedDataset(prepared(tmp_path / "f", model, {"a": 20}, tokenizer=TOK512))
+    assert ds.manifest["tokenizer"]["sha256"] != tokenizer_hash(model)  # different bytes
+    ds.check_tokenizer(tokenizer_identity(load_tokenizer(model), model), model)
+    # Re-serialised tokenizer.json (indentation only): same encoding, accepted.
+    same = shutil.copytree(model, tmp_path / "same")
+    spec = json.loads((same / "tokenizer.json").read_text(encoding="utf-8"))
+    (same / "tokenizer.json").write_text(json.dumps(spec, indent=4, ensure_ascii=False))
+    ds.check_tokenizer(tokenizer_identity(load_tokenizer(same), same), same)
+    # Two pieces trade ids: a really different tokenizer, refused.
+    other = shutil.copytree(model, tmp_path / "other")
+    swap_two_pieces(other)
+    with pytest.raises(
+        UserError, match=r"encodes differently \(fingerprint .*re-run `langgraft prepare`"
+    ):
+        ds.check_tokenizer(tokenizer_identity(load_tokenizer(other), other), other)
+    # A manifest written before fingerprints falls back to the file's sha256.
+    del ds.manifest["tokenizer"]["fingerprint"]
+    with pytest.raises(UserError, match=r"\(sha256 .*re-run `langgraft prepare`"):
+        ds.check_tokenizer(tokenizer_identity(load_tokenizer(model), model), model)
 
 
 def test_not_a_prepared_directory(tmp_path: Path) -> None:
@@ -114,3 +141,29 @@ def test_data_parallel_shares_are_contiguous_and_disjoint(data) -> None:
         assert len(shares[0]) == len(shares[1]) == 4
         assert shares[0] + shares[1] == whole
         assert ranks[0].state_dict() == ranks[1].state_dict() == one.state_dict()
+
+
+def test_a_source_with_fewer_buckets_is_spread_over_every_stage_bucket(data) -> None:
+    two, en = PreparedDataset(data["two"]), PreparedDataset(data["en"])
+    assert len(two.buckets) == 2 and len(en.buckets) == 1
+    n_en = en.buckets[0].num_rows
+    s = StageSampler([two, en], [1.0, 1.0], seed=3, stage=2, rows_per_step=1)
+    splits = []
+    for epoch in (0, 1):
+        order = s.order(epoch)
+        ends = s._bucket_ends
+        pools = [order[: ends[0]], order[ends[0] : ends[1]]]
+        en_rows = [p[p[:, 0] == 1][:, 2].tolist() for p in pools]
+        # half of the English rows in each stage bucket (not all of them in bucket 0) ...
+        assert [len(r) for r in en_rows] == [(n_en + 1) // 2, n_en // 2]
+        # ... every English row exactly once per pass ...
+        assert sorted(en_rows[0] + en_rows[1]) == list(range(n_en))
+        # ... while the two-bucket source keeps its own bucket order (bucket k in stage bucket k)
+        for k, p in enumerate(pools):
+            mine = p[p[:, 0] == 0]
+            assert (mine[:, 1] == k).all() and len(mine) == two.buckets[k].num_rows
+        splits.append(set(en_rows[0]))
+    assert splits[0] != splits[1]  # which half goes first is reshuffled every epoch
+    # weights apply before the spread: 0.5 of English = a seeded half, split over both buckets
+    half = StageSampler([two, en], [1.0, 0.5], seed=3, stage=2, rows_per_step=1).order(0)
+    assert (half[:, 0] == 1).sum() == round(0.5 * n_en)

@@ -10,8 +10,19 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from langgraft.errors import UserError
+from langgraft.train.attention import additive_mask, check_implementation
 from langgraft.train.data import Row
-from langgraft.train.loss import collate, model_inputs, token_nll
+from langgraft.train.loss import (
+    category_sums,
+    category_totals,
+    chunked_nll,
+    collate,
+    forward_nll,
+    model_inputs,
+    row_sums,
+    token_nll,
+)
 from langgraft.train.optim import lr_at, param_groups, warmup_steps_for
 from langgraft.train.recipe import StageConfig
 from langgraft.train.setup import pad_token_id
@@ -56,25 +67,83 @@ def separate_nll(model, docs: list[np.ndarray]) -> float:
     return total
 
 
-@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+@pytest.mark.parametrize("impl", ["eager", "sdpa", "flex_attention"])
 def test_packed_loss_equals_sum_of_separate_documents(impl: str) -> None:
     model = tiny(impl).eval()
+    ref = tiny("sdpa").eval()  # the same weights: documents scored one at a time (one flex compile)
     rng = np.random.default_rng(0)
     docs = [doc(rng, n) for n in (9, 17, 5)]
     other = [doc(rng, n) for n in (30, 4)]
     # Two rows of different lengths in one micro-batch: the short one is padded.
-    mb = collate([packed_row(docs), packed_row(other)], pad_id=0)
+    mb = collate([packed_row(docs), packed_row(other)], pad_id=0, attn_implementation=impl)
     with torch.no_grad():
-        nll = token_nll(model(**model_inputs(mb)).logits, mb.labels)
-        want0, want1 = separate_nll(model, docs), separate_nll(model, other)
+        nll = forward_nll(model, mb)
+        per_row = row_sums(nll, mb)
+        want0, want1 = separate_nll(ref, docs), separate_nll(ref, other)
+        full = token_nll(model(**model_inputs(mb)).logits, mb.labels)  # the logits path agrees
     assert mb.input_ids.shape == (2, 34)
-    assert float(nll[0].sum()) == pytest.approx(want0, rel=1e-5)
-    assert float(nll[1].sum()) == pytest.approx(want1, rel=1e-5)
-    # Without the block mask the packed loss is different: the test can fail.
+    assert float(per_row[0]) == pytest.approx(want0, rel=1e-5)
+    assert float(per_row[1]) == pytest.approx(want1, rel=1e-5)
+    assert category_sums(full, mb)["c"][0] == pytest.approx(want0 + want1, rel=1e-5)
+    assert category_totals(per_row, mb) == {"c": (pytest.approx(want0 + want1, rel=1e-5), 60)}
+    # Without the document mask the packed loss is different: the test can fail.
     with torch.no_grad():
-        crossing = model(input_ids=mb.input_ids[:1], use_cache=False).logits
+        crossing = ref(input_ids=mb.input_ids[:1], use_cache=False).logits
         bad = float(token_nll(crossing, mb.labels[:1]).sum())
     assert abs(bad - want0) > 1e-3
+
+
+def test_one_document_per_row_needs_no_mask() -> None:
+    rng = np.random.default_rng(3)
+    rows = [packed_row([doc(rng, 12)]), packed_row([doc(rng, 12)])]
+    mb = collate(rows, pad_id=0)
+    assert mb.causal_is_exact and "attention_mask" not in model_inputs(mb)
+    model = tiny("sdpa").eval()
+    with torch.no_grad():
+        got = float(forward_nll(model, mb).sum())
+    assert got == pytest.approx(separate_nll(model, [rows[0].input_ids, rows[1].input_ids]))
+    # a pad or a second document brings the mask back
+    assert "attention_mask" in model_inputs(collate(rows[:1] + [packed_row([doc(rng, 5)])], 0))
+
+
+def test_fixed_width_padding_changes_nothing_but_the_shape() -> None:
+    rng = np.random.default_rng(5)
+    rows = [packed_row([doc(rng, 9), doc(rng, 6)]), packed_row([doc(rng, 11)])]
+    model = tiny("sdpa").eval()
+    with torch.no_grad():
+        a, b = collate(rows, 0), collate(rows, 0, pad_to=24)
+        assert a.input_ids.shape == (2, 15) and b.input_ids.shape == (2, 24)
+        torch.testing.assert_close(forward_nll(model, b), forward_nll(model, a))
+
+
+def test_flash_rows_are_concatenated_and_kernels_are_never_swapped_silently() -> None:
+    rng = np.random.default_rng(4)
+    rows = [packed_row([doc(rng, 7), doc(rng, 3)]), packed_row([doc(rng, 5)])]
+    mb = collate(rows, pad_id=0, attn_implementation="flash_attention_2")
+    assert mb.input_ids.shape == (1, 15) and "attention_mask" not in model_inputs(mb)
+    assert mb.position_ids[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 0, 1, 2, 3, 4]
+    assert mb.target_row.tolist() == [0] * 8 + [1] * 4  # no target crosses a row
+    cpu = torch.device("cpu")
+    for impl, match in (("flash_attention_2", "needs a CUDA device"),
+                        ("flex_attention", "no backward pass on CPU")):  # fmt: skip
+        with pytest.raises(UserError, match=match):
+            check_implementation(impl, cpu)
+    check_implementation("flex_attention", cpu, training=False)  # forward-only is fine
+
+
+def test_chunked_loss_equals_full_loss_with_gradients() -> None:
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    h = torch.randn(37, 16, requires_grad=True)
+    t = torch.randint(0, 50, (37,))
+    full = torch.nn.functional.cross_entropy(head(h), t, reduction="none")
+    g_full = torch.autograd.grad(full.sum(), [h, head.weight])
+    # 10 targets of fp32 logits per chunk: four chunks, each recomputed in backward
+    chunked = chunked_nll(h, head, t, 50, chunk_bytes=10 * 50 * 4)
+    g_chunk = torch.autograd.grad(chunked.sum(), [h, head.weight])
+    torch.testing.assert_close(chunked, full)
+    for a, b in zip(g_full, g_chunk, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_real_eos_inside_a_packed_row_is_attended_and_trained() -> None:
@@ -84,7 +153,7 @@ def test_real_eos_inside_a_packed_row_is_attended_and_trained() -> None:
     eos_positions = (mb.input_ids[0] == 2).nonzero().flatten().tolist()
     assert eos_positions == [5, 11]
     assert mb.labels[0, 5] == 2 and mb.labels[0, 11] == 2  # EOS is a target
-    mask = mb.attention_mask[0, 0]
+    mask = additive_mask(mb.segments, torch.float32)[0, 0]
     assert mask[8, 5] < -1e30  # the second document does not see the first one's EOS
     assert mask[4, 2] == 0 and mask[5, 5] == 0  # within a document, causal
     assert (mb.labels[1, 3:] == -100).all()  # pads are never trained

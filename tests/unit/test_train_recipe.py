@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from langgraft.distributed.parallel import check_layout
 from langgraft.errors import UserError
 from langgraft.train.recipe import apply_overrides, load_recipe, recipe_from_dict
 
@@ -116,14 +115,47 @@ def test_bad_overrides(args: list[str], match: str) -> None:
         recipe_from_dict(apply_overrides(base(), args))
 
 
-def test_multi_process_plugins_are_refused_clearly(monkeypatch) -> None:
-    check_layout("none")
-    check_layout("ddp")  # one process: nothing to wrap
-    with pytest.raises(UserError, match="zero2.*reserved"):
-        check_layout("zero2")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    check_layout("ddp")  # torchrun + DDP (tests/integration/test_train_ddp.py)
-    with pytest.raises(UserError, match="WORLD_SIZE=2.*set plugin: ddp"):
-        check_layout("none")
-    with pytest.raises(UserError, match="gemini.*reserved"):
-        check_layout("gemini")
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda r: r["train"].update(lr=float("inf")), r"stages\[1\]\.lr: inf must be finite"),
+        (lambda r: r["train"].update(lr=float("nan")), r"stages\[1\]\.lr: nan"),
+        (lambda r: r["train"].update(lr=1e38), r"stages\[1\]\.lr: 1e\+38 must be finite and in"),
+        (lambda r: r["train"].update(adam_beta1=1.5), r"adam_beta1: 1\.5 must be in \[0, 1\)"),
+        (lambda r: r["train"].update(adam_beta2=1.0), r"adam_beta2: 1\.0 must be in"),
+        (lambda r: r["train"].update(adam_beta1=-0.1), r"adam_beta1"),
+        (lambda r: r["train"].update(adam_eps=-1.0), r"adam_eps: -1\.0 must be finite and > 0"),
+        (lambda r: r["train"].update(adam_eps=0.0), r"adam_eps"),
+        (lambda r: r["train"].update(grad_clip=float("inf")), r"grad_clip: must be finite"),
+        (lambda r: r["stages"][0]["data"][0].update(weight=float("inf")), r"weight: inf"),
+        (lambda r: r.update(seed=-1), r"seed: -1 must be in \[0, 2\^32\)"),
+        (lambda r: r.update(seed=2**40), r"seed: 1099511627776"),
+        (
+            lambda r: r.update(attn_implementation="flash_attention_2"),
+            r"precision: fp32 with attn_implementation flash_attention_2.*bf16",
+        ),
+    ],
+)
+def test_impossible_numbers_are_refused_before_anything_runs(mutate, where: str) -> None:
+    r = base()
+    mutate(r)
+    with pytest.raises(UserError, match=where):
+        recipe_from_dict(r)
+
+
+def test_flash_with_bf16_passes_validation() -> None:
+    r = recipe_from_dict(base(attn_implementation="flash_attention_2", precision="bf16"))
+    assert r.attn_implementation == "flash_attention_2"
+
+
+def test_config_that_is_a_directory_or_not_utf8_is_a_clean_error(tmp_path: Path) -> None:
+    from langgraft.__main__ import main
+
+    with pytest.raises(UserError, match=f"{tmp_path}: is a directory"):
+        load_recipe(tmp_path)
+    bad = tmp_path / "r.yaml"
+    bad.write_bytes(b"model: m\nout: \xff\xfe\n")
+    with pytest.raises(UserError, match=rf"{bad}: not UTF-8 text \(byte 14\)"):
+        load_recipe(bad)
+    assert main(["train", "--config", str(tmp_path), "--dry-run"]) == 2
+    assert main(["train", "--config", str(bad), "--dry-run"]) == 2

@@ -54,8 +54,10 @@ def prepared(
     max_length: int = 64,
     num_bins: int = 1,
     seed: int = 0,
+    tokenizer: Path | None = None,
 ) -> Path:
-    """`langgraft prepare pretrain` over synthetic jsonl rows {"category", "text"}."""
+    """`langgraft prepare pretrain` over synthetic jsonl rows {"category", "text"}, tokenized
+    with `tokenizer` (default: the model directory's own)."""
     from langgraft.data.config import PrepareConfig
     from langgraft.data.prepare import prepare
 
@@ -65,7 +67,7 @@ def prepared(
             for t in texts(n, seed * 100 + k):
                 f.write(json.dumps({"category": cat, "text": t}) + "\n")
     cfg = PrepareConfig(
-        input=[str(src)], tokenizer=model_dir, out=out, max_length=max_length,
+        input=[str(src)], tokenizer=tokenizer or model_dir, out=out, max_length=max_length,
         num_bins=num_bins, seed=seed, text_field="text", progress=False,
     )  # fmt: skip
     prepare(cfg)
@@ -81,6 +83,16 @@ def two_languages(t: Path) -> dict[str, Path]:
         "zh": prepared(t / "zh", model, {"zh": 70}, num_bins=2, seed=1),
         "en": prepared(t / "en", model, {"en": 40}, num_bins=1, seed=2),
     }
+
+
+def swap_two_pieces(model_dir: Path) -> None:
+    """Make the directory's tokenizer.json encode differently (two pieces trade ids)."""
+    path = model_dir / "tokenizer.json"
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    a, b = "▁the", "▁a"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
 
 
 def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:

@@ -1,0 +1,95 @@
+"""Per-document attention for each kernel, built from the recorded document lengths.
+
+Packed rows hold several documents (`doc_lens`); attention must not cross them and positions
+restart at 0 in each. Each kernel gets the cheapest exact description of that block-causal
+pattern, built on the device from (B, L) int32 segment ids (never a dense mask on the host):
+
+- flash_attention_2 / _3: the micro-batch is one concatenated row without a mask; transformers
+  finds the documents from the position_ids resets and runs the varlen kernel (no L x L tensor).
+- flex_attention: a `BlockMask` from `create_block_mask` over the segment ids; fully masked
+  128 x 128 blocks are skipped, so cost follows the real per-document lengths.
+- sdpa / eager: an additive (B, 1, L, L) mask in the compute dtype (a boolean 4-D mask is
+  mis-read by HF's eager path, and position_ids alone are only honoured by flash/flex). When
+  every row is a single document without pads, plain causal attention is exact and no mask is
+  passed at all, which lets SDPA pick its flash kernels.
+
+Pads form their own block, so no softmax row is empty (no NaN) and no real token sees them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import torch
+
+IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
+
+
+def packs_rows(impl: str) -> bool:
+    """Whether `impl` takes the micro-batch as one unpadded row (varlen via position_ids)."""
+    return impl.startswith("flash_attention")
+
+
+def check_implementation(impl: str, device: torch.device, training: bool = True) -> None:
+    """Refuse a kernel that cannot run here; never fall back silently to another one."""
+    from langgraft.errors import UserError
+
+    if impl not in IMPLEMENTATIONS:
+        raise UserError(f"attn_implementation: {impl!r}; expected one of {IMPLEMENTATIONS}")
+    if packs_rows(impl):  # Colossal v3 silently ignored a missing flash kernel
+        package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+        if device.type != "cuda":
+            raise UserError(
+                f"attn_implementation: {impl} needs a CUDA device; use sdpa on {device}"
+            )
+        if importlib.util.find_spec(package[impl]) is None:
+            raise UserError(
+                f"attn_implementation: {impl} needs the {package[impl]!r} package, which is not "
+                "installed; install it or use sdpa / flex_attention"
+            )
+    if impl == "flex_attention":
+        try:
+            from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+        except ImportError as e:
+            raise UserError(f"attn_implementation: flex_attention needs torch >= 2.5: {e}") from e
+        if training and device.type == "cpu":
+            raise UserError(
+                "attn_implementation: flex_attention has no backward pass on CPU in torch "
+                f"{torch.__version__}; train on CPU with sdpa (flex is for CUDA)"
+            )
+
+
+def additive_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, L, L) additive mask on `segments`' device: 0 where query and key are in the same
+    segment and key <= query, the dtype's minimum elsewhere."""
+    L = segments.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=segments.device).tril_()
+    allowed = (segments[:, :, None] == segments[:, None, :]) & causal
+    zero = torch.zeros((), dtype=dtype, device=segments.device)
+    low = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=segments.device)
+    return torch.where(allowed, zero, low)[:, None]
+
+
+def block_mask(segments: torch.Tensor) -> Any:
+    """flex_attention `BlockMask` of the block-causal pattern of `segments` (B, L)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_document_causal(b: Any, h: Any, q: Any, kv: Any) -> Any:
+        return (segments[b, q] == segments[b, kv]) & (q >= kv)
+
+    B, L = segments.shape
+    return create_block_mask(same_document_causal, B, None, L, L, device=segments.device)
+
+
+def document_attention(
+    segments: torch.Tensor | None, impl: str, dtype: torch.dtype, causal_is_exact: bool
+) -> Any:
+    """The `attention_mask` argument for a HF model under `impl` (None: none is needed)."""
+    if segments is None or packs_rows(impl):
+        return None
+    if impl == "flex_attention":
+        return block_mask(segments)
+    if causal_is_exact:
+        return None
+    return additive_mask(segments, dtype)
