@@ -110,7 +110,7 @@ def save_checkpoint(
     root: Path,
     step: int,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     scaler: Any,
     trainer_state: dict[str, Any],
@@ -120,7 +120,7 @@ def save_checkpoint(
     """Write checkpoint `step` atomically under `root`; returns its directory. Collective:
     every rank calls it (DCP writes each rank's shards; rank 0 the small shared files)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 
     name = step_name(step)
     final = root / name
@@ -131,8 +131,12 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     tmp = Path(broadcast_object(str(tmp)))  # rank 0's directory exists from here on
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
+    if optimizer is None:  # a stage end: the next stage starts with a fresh optimizer
+        state = {"model": get_model_state_dict(model)}
+    else:
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+    dcp.save(state, checkpoint_id=str(tmp / "dcp"))
     if main and os.environ.get(_KILL_IN_SAVE) == str(step):
         os.kill(os.getpid(), signal.SIGKILL)
     if main:

@@ -354,7 +354,9 @@ class Trainer:
             )  # fmt: skip
             log.info("stage %r exported to %s", stage.name, export)
         if saved_at != self.global_step:
-            self._save(plan, optimizer, scheduler, scaler)
+            # Weights only: a resume from a stage end starts the next stage with a fresh
+            # optimizer, and after a LoRA merge this stage's optimizer no longer fits the model.
+            self._save(plan, None, scheduler, scaler)
         return {
             "name": stage.name, "steps": plan.total_steps, "final_loss": last_loss,
             "export": str(export) if export else None,
