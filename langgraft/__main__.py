@@ -18,11 +18,14 @@ from langgraft.errors import UserError
 COMMANDS: dict[str, str] = {
     "tokenizer": "langgraft.tokenizer.cli",
     "prepare": "langgraft.data.cli",
+    "data": "langgraft.data.commands",
     "eval": "langgraft.eval.cli",
     "model": "langgraft.model.cli",
     "train": "langgraft.train.cli",
     "generate": "langgraft.generate",
     "chat": "langgraft.chat",
+    "report": "langgraft.report.cli",
+    "demo": "langgraft.demo",
 }
 
 
