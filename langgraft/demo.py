@@ -1,6 +1,6 @@
 """`langgraft demo`: the whole recipe on real data in one command, ending in a report.
 
-    langgraft demo                      # about 6 minutes on 2 CPU cores -> out/demo/report/
+    langgraft demo                      # minutes on 2 CPU cores -> out/langgraft-demo/report/
     langgraft demo --quick              # under 2 minutes (CI)
     langgraft demo --assets /data/shared --out /tmp/demo
 
@@ -20,7 +20,7 @@ stories260K (a llama2.c model that knows only TinyStories English) learns Chines
  9. write report.md and report.html (`langgraft report`).
 
 Everything lands in --out; the recipe the demo ran is out/recipe.yaml, so `langgraft train
---config out/demo/recipe.yaml` runs the same training again.
+--config out/langgraft-demo/recipe.yaml` runs the same training again.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from langgraft.report.document import Section
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ASSETS = Path("../shared/data")
 MARKER = "demo.json"  # marks a directory as the demo's own, so a re-run may replace it
 ASSETS = {
     "checkpoint": "models/stories260K/stories260K.bin",
@@ -64,10 +65,10 @@ PROMPTS = [
 
 @dataclass
 class DemoConfig:
-    assets: Path = Path("../shared/data")
-    """The shared data directory (stories260K, the corpora, CMMLU), relative to the current
-    directory."""
-    out: Path = Path("out/demo")
+    assets: Path = DEFAULT_ASSETS
+    """The shared data directory (stories260K, the corpora, CMMLU); the default is looked for
+    relative to the current directory, then to the repository root."""
+    out: Path = Path("out/langgraft-demo")
     """Output directory; a previous demo output there is replaced, anything else is refused."""
     quick: bool = False
     """Small sizes for CI: about a quarter of the tokens, under 2 minutes on 2 cores."""
@@ -103,21 +104,32 @@ class Timeline:
     def step(self, name: str, what: str) -> Iterator[dict[str, Any]]:
         note: dict[str, Any] = {}
         print(f"[{len(self.rows) + 1}/{self.total}] {what} ...", flush=True)
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         yield note
-        self.rows.append({"name": name, "start": start - self.t0, "seconds": time.time() - start})
-        print(f"      {note.get('done', 'done')} ({time.time() - start:.1f} s)", flush=True)
+        wall, cpu = time.time() - start, time.process_time() - cpu
+        self.rows.append(
+            {"name": name, "start": start - self.t0, "seconds": wall, "cpu_seconds": cpu}
+        )
+        print(f"      {note.get('done', 'done')} ({wall:.1f} s, CPU {cpu:.1f} s)", flush=True)
 
 
 def find_assets(root: Path) -> dict[str, Path]:
-    paths = {k: root / rel for k, rel in ASSETS.items()}
-    for key, p in paths.items():
-        if not p.exists():
+    """The asset paths under `root`; the default root is also tried beside the repository, so
+    the demo runs from any directory of a checkout."""
+    roots = [root]
+    if root == DEFAULT_ASSETS:
+        roots.append(Path(__file__).resolve().parents[1] / DEFAULT_ASSETS)
+    for rel in ASSETS.values():
+        if not any((r / rel).exists() for r in roots):
+            looked = " and ".join(str((r / rel).resolve()) for r in roots)
             raise UserError(
-                f"demo asset {ASSETS[key]} not found: looked for {p.resolve()} (--assets {root}); "
-                "point --assets at the shared data directory"
+                f"demo asset {rel} not found: looked for {looked} (--assets {root}); point "
+                "--assets at the shared data directory (see its SOURCES.md)"
             )
-    return paths
+    found = next((r for r in roots if all((r / rel).exists() for rel in ASSETS.values())), None)
+    if found is None:
+        raise UserError(f"{' and '.join(map(str, roots))}: each holds only part of the demo assets")
+    return {k: found / rel for k, rel in ASSETS.items()}
 
 
 def claim_out_dir(out: Path) -> None:

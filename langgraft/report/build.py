@@ -229,9 +229,21 @@ def timeline_section(inp: ReportInputs, run: RunData, out: Path) -> Section | No
         return None
     sec = Section("Timeline")
     sec.blocks.append(Image(img, "Where the time went"))
-    sec.blocks.append(
-        Table(["step", "seconds"], [[s["name"], f"{s['seconds']:.1f}"] for s in steps])
-    )
+    cpu = all("cpu_seconds" in s for s in steps)
+    heads = ["step", "wall seconds"] + (["CPU seconds (this process)"] if cpu else [])
+    rows = [[s["name"], f"{s['seconds']:.1f}"] + ([f"{s['cpu_seconds']:.1f}"] if cpu else [])
+            for s in steps]  # fmt: skip
+    if cpu:
+        total_wall, total_cpu = (
+            sum(s["seconds"] for s in steps),
+            sum(s["cpu_seconds"] for s in steps),
+        )
+        rows.append(["**total**", f"{total_wall:.1f}", f"{total_cpu:.1f}"])
+        sec.blocks.append(Para(
+            "Wall time depends on what else the machine runs; CPU time of this process is the "
+            "better guide to what an idle machine takes (PyTorch may use more than one core)."
+        ))  # fmt: skip
+    sec.blocks.append(Table(heads, rows))
     return sec
 
 

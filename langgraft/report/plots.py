@@ -58,6 +58,20 @@ def _shade_stages(ax: Any, run: RunData, key: str) -> None:
                 va="top", color=STAGE_COLORS[i % 7])  # fmt: skip
 
 
+def _clip_start(ax: Any, points: list[tuple[float, float]]) -> None:
+    """Keep the first steps' huge losses (new embedding rows) from flattening the rest: the y
+    axis stops a little above the largest loss after the first tenth of the x range."""
+    if not points:
+        return
+    lo, hi = min(x for x, _ in points), max(x for x, _ in points)
+    tail = [y for x, y in points if x >= lo + 0.1 * (hi - lo)]
+    top = max(y for _, y in points)
+    if tail and top > 1.5 * max(tail):
+        ax.set_ylim(min(y for _, y in points) * 0.9, max(tail) * 1.25)
+        ax.text(0.01, 0.03, "y axis cut: the first steps start higher", transform=ax.transAxes,
+                fontsize=7, color="#777")  # fmt: skip
+
+
 def loss_curves(run: RunData, path: Path) -> Path:
     """Top: training loss per stage. Bottom: loss per category, training (line) and held-out
     (markers, from the eval hook), against tokens seen."""
@@ -76,6 +90,7 @@ def loss_curves(run: RunData, path: Path) -> Path:
         color = STAGE_COLORS[i % 7]
         ax.plot(xs, ys, color=color, alpha=0.25, lw=0.8)
         ax.plot(xs, _smooth(ys, span), color=color, lw=1.8, label=f"{name}")
+    _clip_start(ax, [(r[key], r["loss"]) for r in run.metrics])
     ax.set_ylabel("training loss (nats/token)")
     ax.set_title("Training loss per stage (light: every step; dark: smoothed)", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
@@ -97,9 +112,11 @@ def loss_curves(run: RunData, path: Path) -> Path:
             xs = [at.get(r["step"], r["step"]) if key == "tokens_seen" else r["step"] for r in rs]
             ax.plot(xs, [r[k] for r in rs], "o--", color=color, ms=4, lw=1,
                     label=f"held-out {cat}")  # fmt: skip
+        pts = [(r[key], r[f"loss/{c}"]) for c in cats for r in run.metrics if f"loss/{c}" in r]
+        _clip_start(ax, pts)
         ax.set_ylabel("loss per category (nats/token)")
         ax.set_title("Per category: training (smoothed) and held-out (eval hook)", fontsize=10)
-        ax.legend(fontsize=8, ncol=2, loc="upper right")
+        ax.legend(fontsize=8, ncol=2, loc="best")
         _shade_stages(ax, run, key)
     axes[-1][0].set_xlabel(label)
     return _save(fig, path)
