@@ -71,7 +71,8 @@ class DemoConfig:
     out: Path = Path("out/langgraft-demo")
     """Output directory; a previous demo output there is replaced, anything else is refused."""
     quick: bool = False
-    """Small sizes for CI: about a quarter of the tokens, under 2 minutes on 2 cores."""
+    """The CI size: fewer tokens and steps (about a fifth of the training), a smaller vocabulary
+    and CMMLU probe."""
     cmmlu_limit: int | None = None
     """CMMLU questions per subject (default: 5, or 1 with --quick)."""
     progress: bool = True
@@ -272,7 +273,11 @@ def prepare_data(
 
 
 def demo_recipe(model: Path, data: dict[str, Path], run: Path, s: Scale, progress: bool) -> dict:
-    """The three stages of Colossal-LLaMA-2 at stories260K scale (recipes/demo-stories260k.yaml)."""
+    """The three stages of Colossal-LLaMA-2 at stories260K scale (recipes/demo-stories260k.yaml
+    with a gentler warm-up). stories260K ties embed_tokens and lm_head, so the warm-up moves the
+    old rows too: at lr 1e-2 it alone took the original-domain probe from 0.83 to 1.97 bits/char
+    (--quick), at 2e-3 to 0.86. The replay stage's lr 3e-3 (not 1e-3) recovers more of the
+    original domain in the same steps (1.18 vs 1.33 bits/char, --quick)."""
     zh, en = str(data["zh-train"]), str(data["en-train"])
     return {
         "model": str(model), "out": str(run), "seed": 1024, "precision": "fp32",
@@ -283,11 +288,11 @@ def demo_recipe(model: Path, data: dict[str, Path], run: Path, s: Scale, progres
         "eval": {"interval": s.eval_interval, "max_rows": 32,
                  "data": [str(data["zh-heldout"]), str(data["en-heldout"])]},
         "stages": [
-            {"name": "embeddings", "data": [{"path": zh}], "steps": s.steps[0], "lr": 1.0e-2,
+            {"name": "embeddings", "data": [{"path": zh}], "steps": s.steps[0], "lr": 2.0e-3,
              "freeze_non_embeds_params": True},
             {"name": "injection", "data": [{"path": zh}], "steps": s.steps[1]},
             {"name": "replay", "data": [{"path": zh, "weight": 0.1}, {"path": en}],
-             "steps": s.steps[2], "lr": 1.0e-3},
+             "steps": s.steps[2], "lr": 3.0e-3},
         ],
     }  # fmt: skip
 
@@ -330,6 +335,20 @@ def evaluate_all(out: Path, models: dict[str, Path], corpora, a, s: Scale, limit
     }
 
 
+def training_parts(run: Path, step: str, t0: float) -> list[dict[str, Any]]:
+    """Timeline rows of the training stages inside demo step `step` (from metrics.jsonl)."""
+    from langgraft.report.build import stage_rows
+    from langgraft.report.inputs import load_run
+
+    data = load_run(run)
+    first = data.metrics[0]["time"]
+    return [
+        {"name": f"stage {r['name']}", "start": first + r["start"] - t0, "seconds": r["seconds"],
+         "part_of": step}
+        for r in stage_rows(data) if r["start"] is not None and r["seconds"] is not None
+    ]  # fmt: skip
+
+
 def bits(eval_dir: Path, corpus: str) -> float:
     rows = json.loads((eval_dir / "text_results.json").read_text())["corpora"]
     return next(r["nats_per_char"] for r in rows if r["name"] == corpus) / math.log(2)
@@ -350,8 +369,13 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
                  "measured": f"{o['imported']:.3f} -> {o['trained']:.3f} ({rise:+.1%}); without replay {o['no-replay']:.3f} ({rise_no:+.1%})",
                  "met": rise <= 0.05})  # fmt: skip
     minutes = summary["total_seconds"] / 60
-    rows.append({"target": f"total under {limit} minutes", "measured": f"{minutes:.1f} min",
-                 "met": minutes < limit})  # fmt: skip
+    cpu = sum(r.get("cpu_seconds") or 0 for r in summary["timeline"] if not r.get("part_of")) / 60
+    met: bool | str = minutes < limit
+    if met != (cpu < limit):  # a shared machine: say which clock meets it
+        met = f"{'yes' if met else 'no'} (wall), {'yes' if cpu < limit else 'no'} (CPU)"
+    rows.append({"target": f"total under {limit} minutes",
+                 "measured": f"{minutes:.1f} min wall, {cpu:.1f} min CPU of this process",
+                 "met": met})  # fmt: skip
     return rows
 
 
@@ -377,7 +401,14 @@ def demo_sections(summary: dict[str, Any]) -> list[Section]:
         f"{lc['tokens']} tokens of held-out English and the {lc['old_vocab']} old pieces; the "
         "English token ids are identical under both tokenizers."
     )])  # fmt: skip
-    rows = [[x["target"], x["measured"], "yes" if x["met"] else "**no**"] for x in targets(summary)]
+    rows = [
+        [
+            x["target"],
+            x["measured"],
+            x["met"] if isinstance(x["met"], str) else "yes" if x["met"] else "**no**",
+        ]
+        for x in targets(summary)
+    ]
     goals = Section("Targets", [Table(["target", "measured", "met"], rows, align="lll")])
     return [goals, what]
 
@@ -416,6 +447,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             no_replay_recipe(recipe, out / "run-no-replay"), out / "recipe-no-replay.yaml",
             init_from=run / "export" / "stage-1-injection",
         )  # fmt: skip
+    clock.rows += training_parts(run, "train", clock.t0) + training_parts(
+        control, "no-replay", clock.t0
+    )
+    clock.rows.sort(key=lambda r: r["start"])
     models = {
         "imported": base, "expanded": out / "model",
         "no-replay": control / "export" / "stage-0-no-replay",

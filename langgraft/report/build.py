@@ -229,16 +229,19 @@ def timeline_section(inp: ReportInputs, run: RunData, out: Path) -> Section | No
         return None
     sec = Section("Timeline")
     sec.blocks.append(Image(img, "Where the time went"))
-    cpu = all("cpu_seconds" in s for s in steps)
+    top = [s for s in steps if not s.get("part_of")]  # sub-steps are drawn, not summed
+    cpu = any(s.get("cpu_seconds") is not None for s in steps)
     heads = ["step", "wall seconds"] + (["CPU seconds (this process)"] if cpu else [])
-    rows = [[s["name"], f"{s['seconds']:.1f}"] + ([f"{s['cpu_seconds']:.1f}"] if cpu else [])
-            for s in steps]  # fmt: skip
-    if cpu:
-        total_wall, total_cpu = (
-            sum(s["seconds"] for s in steps),
-            sum(s["cpu_seconds"] for s in steps),
+    rows = []
+    for s in steps:
+        c = s.get("cpu_seconds")
+        name = f"… {s['name']}" if s.get("part_of") else s["name"]
+        rows.append(
+            [name, f"{s['seconds']:.1f}"] + ([f"{c:.1f}" if c is not None else "–"] if cpu else [])
         )
-        rows.append(["**total**", f"{total_wall:.1f}", f"{total_cpu:.1f}"])
+    if cpu:
+        total_cpu = sum(s.get("cpu_seconds") or 0 for s in top)
+        rows.append(["**total**", f"{sum(s['seconds'] for s in top):.1f}", f"{total_cpu:.1f}"])
         sec.blocks.append(Para(
             "Wall time depends on what else the machine runs; CPU time of this process is the "
             "better guide to what an idle machine takes (PyTorch may use more than one core)."

@@ -189,9 +189,12 @@ def timeline(steps: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(9, 0.8 + 0.32 * len(steps)))
     for i, s in enumerate(steps):
-        ax.barh(i, s["seconds"], left=s["start"], color=STAGE_COLORS[i % 7])
+        part = bool(s.get("part_of"))
+        ax.barh(i, s["seconds"], left=s["start"], color=STAGE_COLORS[i % 7], alpha=0.55 if part else 1,
+                height=0.5 if part else 0.8)  # fmt: skip
         ax.text(s["start"] + s["seconds"], i, f" {s['seconds']:.0f} s", va="center", fontsize=8)
-    ax.set_yticks(range(len(steps)), [s["name"] for s in steps], fontsize=8)
+    ax.set_yticks(range(len(steps)), [("   " if s.get("part_of") else "") + s["name"] for s in steps],
+                  fontsize=8)  # fmt: skip
     ax.invert_yaxis()
     ax.set_xlabel("seconds since start")
     ax.margins(x=0.1)

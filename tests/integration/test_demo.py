@@ -66,3 +66,12 @@ def test_missing_asset_names_the_file(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "models/stories260K/stories260K.bin" in err and str(tmp_path) in err
     assert not (tmp_path / "o").exists()
+
+
+def test_refuses_an_output_that_is_not_its_own(shared_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["demo", "--quick", "--assets", str(shared_data), "--out", str(out)]) == 2
+    assert "not a langgraft demo output" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me"
