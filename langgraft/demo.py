@@ -104,7 +104,8 @@ class Timeline:
     @contextmanager
     def step(self, name: str, what: str) -> Iterator[dict[str, Any]]:
         note: dict[str, Any] = {}
-        print(f"[{len(self.rows) + 1}/{self.total}] {what} ...", flush=True)
+        k = sum(not r.get("part_of") for r in self.rows) + 1
+        print(f"[{k}/{self.total}] {what} ...", flush=True)
         start, cpu = time.time(), time.process_time()
         yield note
         wall, cpu = time.time() - start, time.process_time() - cpu
@@ -238,9 +239,9 @@ def expand_model(base: Path, out: Path, corpora: dict[str, Any]) -> dict[str, An
     if ids0 != ids1:
         raise UserError("the expanded tokenizer changed the ids of English text (it must not)")
     with torch.inference_mode():
-        x = torch.tensor([ids0])
+        x = torch.tensor([ids0], device=m0.device)
         old = m0(input_ids=x).logits
-        new = m1(input_ids=x).logits[..., : old.shape[-1]]
+        new = m1(input_ids=x.to(m1.device)).logits[..., : old.shape[-1]].to(old.device)
     diff = float((old - new).abs().max())
     return {"summary": summary, "logit_check": {"tokens": len(ids0), "old_vocab": old.shape[-1],
                                                 "max_abs_diff": diff}}  # fmt: skip

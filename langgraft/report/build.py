@@ -181,8 +181,11 @@ def mc_sections(evals: list[EvalData], out: Path) -> list[Section]:
             for m in r["metrics"]:
                 v = chance_verdict(task, ov[m]["acc"], ov[m]["stderr"])
                 verdicts.append(v.startswith("at chance"))
+                counts = e.answer_counts.get(task, {}).get(m, {})
+                top = max(counts, key=counts.get) if counts else None
+                chosen = f"{top} ({100 * counts[top] / sum(counts.values()):.0f}%)" if top else "–"
                 rows.append([e.name, m, f"{100 * ov[m]['acc']:.2f} ± {100 * ov[m]['stderr']:.2f}",
-                             str(ov["n"]), str(r.get("config", {}).get("shots", "")), v])  # fmt: skip
+                             str(ov["n"]), str(r.get("config", {}).get("shots", "")), chosen, v])  # fmt: skip
         sec.blocks.append(Para(
             "first_token_acc reads the next-token logits restricted to the answer letters "
             "(ColossalEval); loglik_acc compares the log-likelihood of each answer "
@@ -193,8 +196,17 @@ def mc_sections(evals: list[EvalData], out: Path) -> list[Section]:
                 "**Every model here is at chance.** The differences between rows are noise, not "
                 "skill: a model this small cannot answer these questions, before or after training."
             ))  # fmt: skip
-        sec.blocks.append(Table(["model", "mode", "accuracy %", "questions", "shots", "verdict"], rows,
-                                align="llrrrl"))  # fmt: skip
+        for e in evals:
+            for m, counts in e.answer_counts.get(task, {}).items():
+                top = max(counts, key=counts.get)
+                if counts[top] >= 0.9 * sum(counts.values()):
+                    sec.blocks.append(Para(
+                        f"{e.name} ({m}) answers {top} to {100 * counts[top] / sum(counts.values()):.0f}% "
+                        f"of the questions: its accuracy is about the share of {top} among the right answers."
+                    ))  # fmt: skip
+        sec.blocks.append(Table(
+            ["model", "mode", "accuracy %", "questions", "shots", "most chosen answer", "verdict"],
+            rows, align="llrrrll"))  # fmt: skip
         img = plots.multiple_choice(evals, task, out / f"{task}.png", CHANCE.get(task, 0.25))
         if img:
             sec.blocks.append(Image(img, f"{task.upper()} accuracy with 95% intervals"))
@@ -208,6 +220,12 @@ def generations_section(evals: list[EvalData]) -> Section | None:
         return None
     prompts = list(dict.fromkeys(g["prompt"] for e in have for g in e.generations))
     sec = Section("Sample generations (greedy, same prompts)")
+    text = " ".join(g["completion"] for e in have for g in e.generations)
+    if "\ufffd" in text:
+        sec.blocks.append(Para(
+            "� marks byte tokens that do not form a valid UTF-8 character: the model produced "
+            "bytes of a character it has no piece for, and not all of them."
+        ))  # fmt: skip
     rows = []
     for p in prompts:
         row = [p]

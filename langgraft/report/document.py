@@ -78,10 +78,11 @@ body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans CJK SC",
 max-width:1060px;margin:2em auto;padding:0 1.2em;color:#1d1d1f}
 h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;
 padding-bottom:.2em}table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
-th,td{padding:.3em .7em;border-bottom:1px solid #e5e5e5;vertical-align:top}
+th,td{padding:.3em .7em;border-bottom:1px solid #e5e5e5;vertical-align:top;
+overflow-wrap:anywhere}table{max-width:100%}
 th{background:#f5f5f7;text-align:left}td.r{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{color:#555;font-size:.9em}pre{background:#f7f7f9;padding:.8em;overflow-x:auto;
+figcaption{color:#555;font-size:.9em}td:first-child{min-width:7em}pre{background:#f7f7f9;padding:.8em;overflow-x:auto;
 font-size:.85em;white-space:pre-wrap}nav a{margin-right:1em}
 """
 

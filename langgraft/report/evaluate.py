@@ -45,7 +45,8 @@ class EvalPlan:
 def load_eval_model(model_dir: Path) -> tuple[Any, Any]:
     from langgraft.generate import ModelOptions, load_model
 
-    return load_model(ModelOptions(model=Path(model_dir), dtype="fp32", device="cpu"))
+    # auto: fp32 on CPU (the demo), bf16 on a GPU (a 7B baseline given to `langgraft report`)
+    return load_model(ModelOptions(model=Path(model_dir), dtype="auto", device="auto"))
 
 
 def text_losses(model: Any, tok: Any, plan: EvalPlan) -> list[dict[str, Any]]:

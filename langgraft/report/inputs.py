@@ -47,6 +47,8 @@ class EvalData:
     mc: dict[str, dict[str, Any]] = field(default_factory=dict)
     """{task: `eval mc` results}."""
     generations: list[dict[str, Any]] = field(default_factory=list)
+    answer_counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """{task: {metric: {letter: how often the model chose it}}}, from predictions.jsonl."""
 
     def bits_per_char(self, corpus: str) -> float | None:
         r = self.text.get(corpus)
@@ -107,6 +109,16 @@ def _find(path: Path, name: str) -> list[Path]:
     return sorted([*path.glob(name), *path.glob(f"*/{name}")])
 
 
+def _answer_counts(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for metric, key in (("first_token_acc", "first_token"), ("loglik_acc", "loglik")):
+        for r in records:
+            if key in r:
+                letter = r[key]["pred"]
+                out.setdefault(metric, {})[letter] = out.get(metric, {}).get(letter, 0) + 1
+    return out
+
+
 def load_eval(name: str, path: Path) -> EvalData:
     path = Path(path)
     if not path.is_dir():
@@ -119,6 +131,10 @@ def load_eval(name: str, path: Path) -> EvalData:
         r = _json(f)
         if isinstance(r, dict) and "task" in r and "overall" in r:
             ev.mc[r["task"]] = r
+            if (f.parent / "predictions.jsonl").is_file():
+                ev.answer_counts[r["task"]] = _answer_counts(
+                    read_jsonl(f.parent / "predictions.jsonl")
+                )
     for f in _find(path, "generations.jsonl"):
         ev.generations += read_jsonl(f)
     if not (ev.text or ev.mc or ev.generations):
