@@ -191,6 +191,8 @@ def split_corpora(a: dict[str, Path], out: Path, s: Scale) -> dict[str, Any]:
     for name, rows in (("train", kept), ("heldout", held)):
         with open(d / f"zh-modern-{name}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    # the probe under a name that says what it is (the tokenizer report labels files by name)
+    shutil.copyfile(out / "self-replay/heldout.jsonl", d / "en-original-heldout.jsonl")
     shakespeare = a["en_other"].read_text(encoding="utf-8")
     heldout = {
         "zh-modern": read_corpus(d / "zh-modern-heldout.jsonl", max_chars=s.heldout_chars),
@@ -215,7 +217,7 @@ def expand_tokenizer(base: Path, corpora: dict[str, Any], out: Path, s: Scale) -
         ExpandConfig(source=base, out=out / "tokenizer", learn_from=learn, target_size=s.vocab)
     )
     held = [d / "zh-modern-heldout.jsonl", d / "zh-classical-heldout.txt",
-            out / "self-replay/heldout.jsonl"]  # fmt: skip
+            d / "en-original-heldout.jsonl"]  # fmt: skip
     rows = compute(
         ReportConfig(
             tokenizer=[base, out / "tokenizer"], corpus=held, names=["stories260K", "expanded"]
