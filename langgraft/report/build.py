@@ -126,6 +126,21 @@ def heldout_section(evals, corpora, inp: ReportInputs, out: Path) -> Section | N
     return sec
 
 
+def mixing_rows(run: RunData) -> list[list[str]]:
+    """Per stage with several categories: share of steps that hold each, per quarter."""
+    rows = []
+    for stage, name in run.stage_names().items():
+        rs = [r for r in run.metrics if r["stage"] == stage]
+        cats = sorted({k[5:] for r in rs for k in r if k.startswith("loss/")})
+        if len(cats) < 2 or len(rs) < 4:
+            continue
+        quarters = [rs[len(rs) * q // 4 : len(rs) * (q + 1) // 4] for q in range(4)]
+        for c in cats:
+            shares = [sum(f"loss/{c}" in r for r in part) / len(part) for part in quarters]
+            rows.append([f"{stage} {name}", c, *(f"{100 * x:.0f}%" for x in shares)])
+    return rows
+
+
 def training_section(run: RunData, out: Path) -> Section:
     sec = Section("Training")
     rows = stage_rows(run)
@@ -136,6 +151,13 @@ def training_section(run: RunData, out: Path) -> Section:
           f"{r['tok_s']:,.0f}" if r["tok_s"] else "–",
           f"{r['seconds']:.0f} s" if r["seconds"] is not None else "–"] for r in rows],
     ))  # fmt: skip
+    mix = mixing_rows(run)
+    if mix:
+        sec.blocks.append(Para(
+            "Where each category appears within a stage (share of optimizer steps whose batch "
+            "holds it, per quarter of the stage): a mix should be spread evenly."
+        ))  # fmt: skip
+        sec.blocks.append(Table(["stage", "category", "Q1", "Q2", "Q3", "Q4"], mix, align="llrrrr"))
     sec.blocks.append(Image(plots.loss_curves(run, out / "loss.png"),
                             "Loss against tokens seen, per stage and per category"))  # fmt: skip
     sec.blocks.append(Image(plots.learning_rate(run, out / "lr.png"), "Learning rate"))

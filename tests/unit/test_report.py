@@ -31,7 +31,7 @@ def synthetic_run(d: Path) -> Path:
         row = {"step": step, "stage": stage, "stage_step": (step - 1) % 20 + 1, "loss": 8.0 / step**0.3,
                "lr": 1e-3 * (1 - ((step - 1) % 20) / 20), "tokens_seen": tokens, "tok_s": 8000.0,
                "time": t, "loss/zh": 9.0 / step**0.3}  # fmt: skip
-        if stage == 2:
+        if stage == 2 and step <= 50:  # English only in the first half of the last stage
             row["loss/en"] = 3.0
         rows.append(row)
         if step % 10 == 0:
@@ -98,6 +98,8 @@ def test_report_files_pictures_and_figures(inputs: ReportInputs, tmp_path: Path)
     assert "| en | 1.443 | 1.587 | +10.0% |" in md
     assert "0 embeddings | 20 | 81,920 |" in md  # steps and tokens per stage
     assert "**Every model here is at chance.**" in md
+    assert "| 2 replay | en | 100% | 100% | 0% | 0% |" in md  # where a category appears
+    assert "| 2 replay | zh | 100% | 100% | 100% | 100% |" in md
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == len(pngs)
     assert not re.search(r'(src|href)="(https?:)?//', html), "the page must not fetch anything"
