@@ -22,6 +22,20 @@ CATEGORY_COLORS = ["#e15759", "#4e79a7", "#59a14f", "#b07aa1", "#f28e2b", "#76b7
 DPI = 110
 
 
+def _human(x: float, _pos: Any = None) -> str:
+    """Axis ticks as 250k / 1.5M instead of a 1e6 offset."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:g}{unit}"
+    return f"{x:g}"
+
+
+def _tokens_axis(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(_human))
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -119,6 +133,7 @@ def loss_curves(run: RunData, path: Path) -> Path:
         ax.legend(fontsize=8, ncol=2, loc="best")
         _shade_stages(ax, run, key)
     axes[-1][0].set_xlabel(label)
+    _tokens_axis(axes[-1][0])
     return _save(fig, path)
 
 
@@ -129,6 +144,7 @@ def learning_rate(run: RunData, path: Path) -> Path:
         rs = [r for r in run.metrics if r["stage"] == stage and "lr" in r]
         ax.plot([r[key] for r in rs], [r["lr"] for r in rs], color=STAGE_COLORS[i % 7], label=name)
     ax.set_xlabel(label)
+    _tokens_axis(ax)
     ax.set_ylabel("learning rate")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax.legend(fontsize=8)
