@@ -141,6 +141,17 @@ def mixing_rows(run: RunData) -> list[list[str]]:
     return rows
 
 
+def heldout_by_stage(run: RunData) -> tuple[list[str], list[list[str]]]:
+    """Held-out loss per category at the end of each stage (the eval hook's last row there)."""
+    names = run.stage_names()
+    keys = sorted({k for r in run.evals for k in r if k.startswith("eval/") and "/loss/" in k})
+    rows = []
+    for k in keys:
+        last = {r["stage"]: r[k] for r in run.evals if k in r}
+        rows.append([k.rsplit("/", 1)[1]] + [f"{last[i]:.3f}" if i in last else "–" for i in names])
+    return [f"after {i} {n}" for i, n in names.items()], rows
+
+
 def training_section(run: RunData, out: Path) -> Section:
     sec = Section("Training")
     rows = stage_rows(run)
@@ -151,6 +162,13 @@ def training_section(run: RunData, out: Path) -> Section:
           f"{r['tok_s']:,.0f}" if r["tok_s"] else "–",
           f"{r['seconds']:.0f} s" if r["seconds"] is not None else "–"] for r in rows],
     ))  # fmt: skip
+    heads, held = heldout_by_stage(run)
+    if held:
+        sec.blocks.append(Para(
+            "Held-out loss per category (nats/token, from the training eval hook) at the end of "
+            "each stage: where a language is gained, and where one is forgotten."
+        ))  # fmt: skip
+        sec.blocks.append(Table(["held-out category", *heads], held))
     mix = mixing_rows(run)
     if mix:
         sec.blocks.append(Para(

@@ -100,6 +100,8 @@ def test_report_files_pictures_and_figures(inputs: ReportInputs, tmp_path: Path)
     assert "**Every model here is at chance.**" in md
     assert "| 2 replay | en | 100% | 100% | 0% | 0% |" in md  # where a category appears
     assert "| 2 replay | zh | 100% | 100% | 100% | 100% |" in md
+    # held-out loss at each stage's end: the eval rows at steps 20, 40 and 60
+    assert f"| zh | {7 / 20**0.2:.3f} | {7 / 40**0.2:.3f} | {7 / 60**0.2:.3f} |" in md
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == len(pngs)
     assert not re.search(r'(src|href)="(https?:)?//', html), "the page must not fetch anything"
