@@ -1,7 +1,7 @@
 """`langgraft demo`: the whole recipe on real data in one command, ending in a report.
 
-    langgraft demo                      # minutes on 2 CPU cores -> out/langgraft-demo/report/
-    langgraft demo --quick              # under 2 minutes (CI)
+    langgraft demo                      # ~7 min of CPU on 2 cores -> out/langgraft-demo/report/
+    langgraft demo --quick              # ~1.7 min of CPU (CI)
     langgraft demo --assets /data/shared --out /tmp/demo
 
 stories260K (a llama2.c model that knows only TinyStories English) learns Chinese:
