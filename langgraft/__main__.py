@@ -20,12 +20,15 @@ from langgraft.errors import UserError
 COMMANDS: dict[str, str] = {
     "tokenizer": "langgraft.tokenizer.cli",
     "prepare": "langgraft.data.cli",
+    "data": "langgraft.data.commands",
     "eval": "langgraft.eval.cli",
     "model": "langgraft.model.cli",
     "train": "langgraft.train.cli",
     "launch": "langgraft.distributed.launch",
     "generate": "langgraft.generate",
     "chat": "langgraft.chat",
+    "report": "langgraft.report.cli",
+    "demo": "langgraft.demo",
 }
 
 
