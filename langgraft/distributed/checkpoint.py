@@ -11,7 +11,7 @@ Model and optimizer go through DCP with `get_state_dict`/`set_state_dict`, which
 tensor by its unwrapped parameter name: a checkpoint written by one plugin and world size (DDP
 replicas, FSDP2 shards, TP x FSDP2 shards, one process) loads under any other, each rank reading
 only the pieces of its own shards, straight into the rank's own device (or CPU with offload).
-Everything else is small and read with `torch.load(weights_only=True)` or JSON.
+Everything else is small and read with `fsutil.load_tensors` (weights_only) or JSON.
 
 A checkpoint is written into a hidden temporary directory (rank 0 names it, every rank writes its
 shards and RNG state into it), fsynced and renamed into place; only then is `latest` replaced
@@ -38,6 +38,7 @@ import torch
 
 from langgraft.distributed.parallel import barrier, broadcast_object, rank, world_size
 from langgraft.errors import UserError
+from langgraft.fsutil import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def load_rng_state(path: Path) -> None:
         log.warning("%s: no %s (written by fewer processes); rank %d keeps its seeded RNG",
                     path, f.name, rank())  # fmt: skip
         return
-    set_rng_state(torch.load(f, weights_only=True, map_location="cpu"))
+    set_rng_state(load_tensors(f, map_location="cpu"))
 
 
 def set_rng_state(s: dict[str, Any]) -> None:
@@ -252,10 +253,8 @@ def load_checkpoint(
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"])  # fmt: skip
     # small host-side state: on CPU, never onto GPU 0 from every rank
-    scheduler.load_state_dict(
-        torch.load(path / "scheduler.pt", weights_only=True, map_location="cpu")
-    )
-    scaler_state = torch.load(path / "scaler.pt", weights_only=True, map_location="cpu")
+    scheduler.load_state_dict(load_tensors(path / "scheduler.pt", map_location="cpu"))
+    scaler_state = load_tensors(path / "scaler.pt", map_location="cpu")
     if scaler is not None and scaler_state:
         scaler.load_state_dict(scaler_state)
     load_rng_state(path)

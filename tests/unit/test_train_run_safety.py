@@ -208,3 +208,28 @@ def test_resume_auto_restarts_over_its_own_first_attempt(setup, capsys) -> None:
     assert main(["train", "--config", str(cfg), "--resume", "auto"]) == 0
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2] and not list((out / "checkpoints").glob(".tmp-*"))
+
+
+class _Payload:
+    """Unpickling this would call print: the kind of object weights_only loading refuses."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_resume_refuses_a_checkpoint_file_that_holds_a_pickle_payload(setup, capsys) -> None:
+    out = setup["t"] / "run-e"
+    cfg = recipe(setup, out, steps=2)
+    assert main(["train", "--config", str(cfg)]) == 0
+    # as if killed after step 1 of 2: resume reads that checkpoint's scheduler.pt
+    ckpts = sorted((out / "checkpoints").glob("step-*"))
+    mid = ckpts[0]
+    torch.save({"x": _Payload()}, mid / "scheduler.pt")
+    for later in ckpts[1:]:
+        shutil.rmtree(later)
+    (out / "checkpoints" / "latest").write_text(mid.name + "\n")
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--resume", "auto"]) == 2
+    captured = capsys.readouterr()
+    assert f"refusing to unpickle {mid / 'scheduler.pt'}" in captured.err
+    assert "code ran" not in captured.out + captured.err
