@@ -243,6 +243,25 @@ def atomic_output_file(
                 tmp.unlink()
 
 
+def read_utf8(path: str | Path, what: str = "file") -> str:
+    """The text of a UTF-8 file; a missing, unreadable or non-UTF-8 file is a UserError that
+    names it (and the first bad byte)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not a {what}")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at {e.start}); a {what} is "
+            "UTF-8 text"
+        ) from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the {what} ({e.strerror})") from None
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -31,14 +31,11 @@ _LAYER = re.compile(r"\blayers\.(\d+)\.")
 
 def read_json_object(path: Path, what: str = "file") -> dict[str, Any]:
     """A JSON object from a file; any other content is a UserError naming the file and line."""
+    from langgraft.fsutil import read_utf8
+
+    text = read_utf8(path, what)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such {what}") from None
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at {e.start})"
-        ) from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
     except RecursionError:

@@ -247,19 +247,10 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    from langgraft.fsutil import read_utf8
+
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory; --config takes a YAML recipe file")
-    try:
-        path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such recipe file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"{path}: not UTF-8 text (byte {e.start}); a recipe is a YAML file"
-        ) from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the recipe ({e.strerror})") from None
+    read_utf8(path, what="recipe file (--config takes a YAML recipe)")
     data = read_yaml_mapping(path, what="recipe")
     return recipe_from_dict(apply_overrides(data, overrides or []), where=str(path))
 

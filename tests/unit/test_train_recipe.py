@@ -155,7 +155,7 @@ def test_config_that_is_a_directory_or_not_utf8_is_a_clean_error(tmp_path: Path)
         load_recipe(tmp_path)
     bad = tmp_path / "r.yaml"
     bad.write_bytes(b"model: m\nout: \xff\xfe\n")
-    with pytest.raises(UserError, match=rf"{bad}: not UTF-8 text \(byte 14\)"):
+    with pytest.raises(UserError, match=rf"{bad}: not UTF-8 text \(byte 0x[0-9a-f]{{2}} at 14\)"):
         load_recipe(bad)
     assert main(["train", "--config", str(tmp_path), "--dry-run"]) == 2
     assert main(["train", "--config", str(bad), "--dry-run"]) == 2
