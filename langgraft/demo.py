@@ -304,11 +304,11 @@ def train(recipe: dict, path: Path, init_from: Path | None = None) -> Path:
     from langgraft.train import cli as train_cli
 
     path.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
-    args = argparse.Namespace(
-        config=path, resume=None, init_from=str(init_from) if init_from else None,
-        dry_run=False, overrides=[],
-    )  # fmt: skip
-    if train_cli.run(args) != 0:
+    from langgraft.__main__ import build_parser
+
+    # through the real parser, so the train command's defaults (new options included) apply
+    argv = ["train", "--config", str(path)] + (["--init-from", str(init_from)] if init_from else [])
+    if train_cli.run(build_parser().parse_args(argv)) != 0:
         raise UserError(f"training from {path} failed")
     return Path(recipe["out"])
 
