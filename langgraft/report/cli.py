@@ -29,7 +29,7 @@ class ReportConfig:
     tokenizer_report: Path | None = None
     """A `langgraft tokenizer report --out` directory, for the compression chart."""
     max_rows: int = 64
-    """With a model --baseline: held-out rows per dataset decoded and scored."""
+    """With a model --baseline: held-out rows per category decoded and scored."""
 
 
 def _pairs(specs: list[str]) -> dict[str, Path]:
@@ -50,13 +50,15 @@ def heldout_texts(recipe: dict, tokenizer_dir: Path, max_rows: int) -> dict[str,
     tok = load_tokenizer(tokenizer_dir)
     special = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
     docs: dict[str, list[str]] = {}
+    rows: dict[str, int] = {}  # per category, so a mixed held-out set scores every language
     for path in recipe.get("eval", {}).get("data", []):
-        ds, n = PreparedDataset(path), 0
+        ds = PreparedDataset(path)
         for b in ds.buckets:
             for i in range(b.num_rows):
-                if n >= max_rows:
-                    break
                 row, start = b.row(i), 0
+                if rows.get(row.category, 0) >= max_rows:
+                    continue
+                rows[row.category] = rows.get(row.category, 0) + 1
                 for length in row.doc_lens.tolist():
                     ids = [
                         int(t) for t in row.input_ids[start : start + length] if t not in special
@@ -64,7 +66,6 @@ def heldout_texts(recipe: dict, tokenizer_dir: Path, max_rows: int) -> dict[str,
                     start += length
                     if ids:
                         docs.setdefault(row.category, []).append(tok.decode(ids))
-                n += 1
     if not docs:
         raise UserError("the recipe names no held-out data (eval.data); give --baseline EVAL_DIR")
     return docs
