@@ -143,6 +143,7 @@ def straight(real) -> Any:
             cfg = recipe(real, out, acc=2, plugin=plugin)
             p = langgraft("train", "--config", str(cfg), nproc=2)
             assert p.returncode == 0, p.stderr[-3000:]
+            (out / "stderr.txt").write_text(p.stderr)  # the layout the ranks logged
             done[plugin] = out
         return done[plugin]
 

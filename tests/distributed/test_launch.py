@@ -3,11 +3,12 @@ localhost, and a rank that dies failing the whole job fast with the rank named."
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 
 import pytest
-from conftest import export_weights, langgraft, recipe, rows
+from conftest import export_weights, free_port, langgraft, recipe, rows
 
 from langgraft.__main__ import main
 
@@ -90,4 +91,53 @@ def test_a_dead_rank_fails_the_job_fast_and_is_named(real, straight) -> None:
     ref = straight("zero2")
     assert [key(r) for r in rows(out)] == [key(r) for r in rows(ref)]
     a, b = export_weights(ref), export_weights(out)
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+FAKE_SSH = r"""#!/bin/sh
+# What sshd does with `ssh [-o OPT] [-p PORT] HOST CMD...`: joins CMD with spaces and runs it
+# with the login shell, in the home directory, with a fresh login environment (nothing of the
+# caller's), so the remote command must carry its own cd and environment.
+log="$(dirname "$0")/ssh.log"
+opts=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o|-p) opts="$opts $1 $2"; shift 2 ;;
+    *) break ;;
+  esac
+done
+host="$1"; shift
+echo "host=$host opts=$opts" >> "$log"
+cd "$HOME" && exec env -i HOME="$HOME" PATH=/usr/bin:/bin sh -c "$*"
+"""
+
+
+def test_remote_nodes_over_ssh_train_like_two_local_ranks(real, straight, tmp_path) -> None:
+    """Two hosts that are not this machine's names (127.0.0.2 and .3: loopback, so the job
+    still runs here) go through `ssh`; an ssh stand-in on PATH runs the remote command as sshd
+    would, from $HOME with an empty environment. The job equals two local ranks bit for bit,
+    so the remote command's cd, interpreter, forwarded environment and quoting (a space in the
+    output path) all survived the shell. Not covered: authentication, and that killing a real
+    ssh client does not always stop the remote side (see docs/train.md)."""
+    local = straight("zero2")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.2\n127.0.0.3\n")
+    out = real["t"] / "over ssh"
+    cfg = recipe(real, out, acc=2, plugin="zero2")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(home)}
+    p = langgraft("launch", "--hostfile", str(hosts), "--nproc-per-node", "1", "--master-port",
+                  str(free_port()), "--ssh-port", "2222", "--", "train", "--config", str(cfg),
+                  env=env)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    calls = (bin_dir / "ssh.log").read_text().splitlines()
+    assert sorted(calls) == [f"host=127.0.0.{i} opts= -o BatchMode=yes -p 2222" for i in (2, 3)]
+    key = lambda r: (r["step"], r["loss"], r["grad_norm"], r["tokens_seen"])  # noqa: E731
+    assert [key(r) for r in rows(out)] == [key(r) for r in rows(local)]
+    a, b = export_weights(local), export_weights(out)
     assert all((a[k] == b[k]).all() for k in a)

@@ -45,12 +45,25 @@ def assert_matches(oracle: dict, out, rel_loss: float = 1e-5) -> None:
         assert float((diff > 1e-4).float().mean()) < 1e-3, (k, float((diff > 1e-4).sum()))
 
 
-# gemini_auto (fully sharded + CPU offload) runs in test_resume.py's chain; gemini/zero3 and
-# zero2_cpu differ from these two only in settings (tests/unit/test_parallel_dims.py)
-@pytest.mark.parametrize("plugin", ["zero2"])
+# every plugin name a recipe accepts, trained for real (zero3 is gemini's alias, trained too so
+# that the alias cannot drift); gemini_auto also runs in test_resume.py's cross-layout chain
+@pytest.mark.parametrize("plugin", ["ddp", "zero2", "zero2_cpu", "gemini", "zero3", "gemini_auto"])
 def test_fsdp_plugin_equals_one_process(real, oracle, straight, plugin: str) -> None:
     out = straight(plugin)
     assert_matches(oracle, out)
+    # the layout the plugin names is the one that ran (not a silent fallback to another)
+    log = (out / "stderr.txt").read_text()
+    if plugin == "ddp":
+        assert "FSDP2" not in log
+    else:
+        reshard, offload = (
+            plugin in ("gemini", "zero3", "gemini_auto"),
+            plugin.endswith(("_cpu", "_auto")),
+        )
+        assert (
+            f"FSDP2 over 2 rank(s): reshard after forward {reshard}, fp32, CPU offload {offload}"
+            in log
+        )
     # the export is a plain HF model (tied like the source), loadable without langgraft
     from transformers import AutoModelForCausalLM
 
