@@ -17,6 +17,7 @@ import json
 import textwrap
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -220,3 +221,14 @@ def from_namespace(cls: type[T], ns: argparse.Namespace) -> T:
     """Build `cls` from parsed CLI options (the fields only; other attributes are ignored)."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: v for k, v in vars(ns).items() if k in names})
+
+
+def config_command(
+    sub: Any, name: str, cls: type, run: Callable[[argparse.Namespace], int], *, help: str,
+    description: str, positional: tuple[str, ...] = (),
+) -> argparse.ArgumentParser:  # fmt: skip
+    """A subcommand whose options are the fields of `cls` and which calls `run(args)`."""
+    p = sub.add_parser(name, help=help, description=description)
+    add_dataclass_args(p, cls, positional=positional)
+    p.set_defaults(func=run)
+    return p

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from langgraft.config import add_dataclass_args, from_namespace
+from langgraft.config import config_command, from_namespace
 from langgraft.data.config import ChatPrepareConfig, PrepareConfig
 
 log = logging.getLogger(__name__)
@@ -44,20 +44,16 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "+ manifest.json out; no token is lost, and the output is byte-for-byte reproducible.",
     )
     psub = p.add_subparsers(dest="prepare_command", required=True, metavar="SUBCOMMAND")
-    pre = psub.add_parser(
-        "pretrain",
+    config_command(
+        psub, "pretrain", PrepareConfig, run_pretrain,
         help='{"source", "target", "category"} jsonl, or raw text (.txt, --text-field)',
         description="Rows are BOS + source + target + EOS with loss on target + EOS only; "
         "documents are packed per category (long ones split, not truncated), shuffled into "
         "--num-bins bins per category, and bucket k = bin k of every category.",
-    )
-    add_dataclass_args(pre, PrepareConfig)
-    pre.set_defaults(func=run_pretrain)
-    chat = psub.add_parser(
-        "chat",
+    )  # fmt: skip
+    config_command(
+        psub, "chat", ChatPrepareConfig, run_chat,
         help='{"messages": [{"role"|"from", "content"}]} jsonl; loss on assistant turns only',
         description="Conversations laid out with a chat template (saved in the manifest); loss "
         "on assistant content and its end-of-turn token only; packed and binned as pretrain.",
-    )
-    add_dataclass_args(chat, ChatPrepareConfig)
-    chat.set_defaults(func=run_chat)
+    )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from langgraft.config import add_dataclass_args, from_namespace
+from langgraft.config import config_command, from_namespace
 from langgraft.data.self_replay import SelfReplayConfig
 
 
@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         description="Data that comes from a model instead of files.",
     )
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    s = dsub.add_parser(
-        "self-replay",
+    config_command(
+        dsub, "self-replay", SelfReplayConfig, run_self_replay,
         help="sample replay data and a held-out original-domain probe from the base model",
         description=(
             "Sample text from the base model (from BOS, or --prompt) with the given temperature, "
@@ -40,6 +40,4 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             "the base model's own distribution was forgotten). self_replay.json records the "
             "settings, the model and the token counts."
         ),
-    )
-    add_dataclass_args(s, SelfReplayConfig)
-    s.set_defaults(func=run_self_replay)
+    )  # fmt: skip

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from langgraft.config import add_dataclass_args, from_namespace, save_resolved
+from langgraft.config import config_command, from_namespace, save_resolved
 from langgraft.errors import UserError
 from langgraft.eval.mc import McOptions
 
@@ -194,17 +194,13 @@ def register(subparsers: Any, name: str = "eval") -> None:
         name, help="evaluate a model: multiple-choice benchmarks, text loss"
     )
     sub = parser.add_subparsers(dest="eval_command", required=True, metavar="EVAL_COMMAND")
-    mc = sub.add_parser(
-        "mc",
+    config_command(
+        sub, "mc", McConfig, run_mc,
         help="MMLU / CMMLU / C-Eval / AGIEval / GAOKAO accuracy",
         description="Multiple-choice accuracy per subject, category and overall.",
-    )
-    add_dataclass_args(mc, McConfig)
-    mc.set_defaults(func=run_mc)
-    text = sub.add_parser(
-        "text",
+    )  # fmt: skip
+    config_command(
+        sub, "text", TextConfig, run_text,
         help="loss per token, per character and bits per byte on corpora",
         description="Loss on text corpora, comparable across tokenizers (bits per byte).",
-    )
-    add_dataclass_args(text, TextConfig)
-    text.set_defaults(func=run_text)
+    )  # fmt: skip

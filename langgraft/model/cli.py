@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from langgraft.config import add_dataclass_args, from_namespace
+from langgraft.config import config_command, from_namespace
 from langgraft.model.expand import ExpandConfig
 
 
@@ -57,8 +57,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         description="Model import and embedding initialisation (stage 2).",
     )
     msub = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
-    i = msub.add_parser(
-        "import-llama2c",
+    config_command(
+        msub, "import-llama2c", ImportLlama2cConfig, run_import,
         help="convert a llama2.c .bin checkpoint + tokenizer to a HF LlamaForCausalLM directory",
         description=(
             "Convert a llama2.c legacy v0 checkpoint and its SentencePiece tokenizer into a "
@@ -66,11 +66,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             "generation_config.json (stops on EOS or BOS, as llama2.c's run.c), tokenizer files, "
             "langgraft.json."
         ),
-    )
-    add_dataclass_args(i, ImportLlama2cConfig)
-    i.set_defaults(func=run_import)
-    e = msub.add_parser(
-        "expand",
+    )  # fmt: skip
+    config_command(
+        msub, "expand", ExpandConfig, run_expand,
         help="resize embeddings/lm_head for an expanded tokenizer and initialise new rows",
         description=(
             "Resize embed_tokens and lm_head (tied or untied, as the source) to the expanded "
@@ -78,6 +76,4 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             "bit, so the model's logits over the old vocabulary are unchanged. Streams one tensor "
             "at a time; checks everything before writing; the output appears atomically."
         ),
-    )
-    add_dataclass_args(e, ExpandConfig)
-    e.set_defaults(func=run_expand)
+    )  # fmt: skip

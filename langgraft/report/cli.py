@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from langgraft.config import add_dataclass_args, from_namespace
+from langgraft.config import config_command, from_namespace
 from langgraft.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
-        name,
+    config_command(
+        sub, name, ReportConfig, run_report, positional=("run",),
         help="a report (markdown + self-contained HTML with plots) for a training run",
         description=(
             "Loss per stage and per category against tokens, learning rate, held-out bits per "
@@ -122,6 +122,4 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             "standard errors, sample generations, the timeline, the resolved recipe and the data "
             "manifests, from a run directory and evaluation directories."
         ),
-    )
-    add_dataclass_args(p, ReportConfig, positional=("run",))
-    p.set_defaults(func=run_report)
+    )  # fmt: skip

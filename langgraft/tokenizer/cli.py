@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from langgraft.config import add_dataclass_args, from_namespace
+from langgraft.config import config_command, from_namespace
 from langgraft.tokenizer.expand import ExpandConfig
 from langgraft.tokenizer.report import ReportConfig
 from langgraft.tokenizer.sweep import SweepConfig
@@ -69,8 +69,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         description="Tokenizer expansion (stage 1) and compression reports.",
     )
     tsub = p.add_subparsers(dest="tokenizer_command", required=True, metavar="SUBCOMMAND")
-    e = tsub.add_parser(
-        "expand",
+    config_command(
+        tsub, "expand", ExpandConfig, run_expand,
         help="add pieces from piece lists, other SentencePiece models or a corpus",
         description=(
             "Add pieces to a LLaMA-style SentencePiece BPE tokenizer, or learned merges to a "
@@ -83,11 +83,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             "without new characters is tokenized. Writes tokenizer.model, tokenizer.json, "
             "tokenizer_config.json, special_tokens_map.json and expansion.json."
         ),
-    )
-    add_dataclass_args(e, ExpandConfig)
-    e.set_defaults(func=run_expand)
-    w = tsub.add_parser(
-        "sweep",
+    )  # fmt: skip
+    config_command(
+        tsub, "sweep", SweepConfig, run_sweep,
         help="held-out compression per vocabulary size, and the knee of the curve",
         description=(
             "Learn once (as `tokenizer expand --learn-from` would) to the largest of --sizes, "
@@ -95,11 +93,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             "per size, with the embedding parameters each size adds and the knee of the curve. "
             "Writes a table (markdown, CSV, JSON) and a PNG."
         ),
-    )
-    add_dataclass_args(w, SweepConfig)
-    w.set_defaults(func=run_sweep)
-    r = tsub.add_parser(
-        "report",
+    )  # fmt: skip
+    config_command(
+        tsub, "report", ReportConfig, run_report,
         help="tokens per character and more, for tokenizers over corpora",
         description=(
             "For each tokenizer over each corpus: vocabulary size, tokens per character (the "
@@ -107,6 +103,4 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             "of byte-fallback tokens, and length relative to the first tokenizer. Markdown on "
             "stdout; with --out also CSV, JSON and a PNG chart."
         ),
-    )
-    add_dataclass_args(r, ReportConfig)
-    r.set_defaults(func=run_report)
+    )  # fmt: skip
