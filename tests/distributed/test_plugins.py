@@ -8,8 +8,8 @@ times the data-parallel size, and FSDP2's reduce-scatter (like DDP's all-reduce)
 the data-parallel ranks, so the optimizer sees the oracle's gradient up to float summation order.
 Tolerance: losses rel 1e-5, grad norms rel 1e-4 (measured: losses within 7e-8), exported weights
 atol 1e-4 (fp32, 5 steps at lr 1e-2 / 3e-3, updates of ~1e-2 per step: AdamW's m / sqrt(v)
-amplifies summation-order noise of near-zero gradients; measured 1.9e-5 FSDP2, 4.1e-5 TP).
-"""
+amplifies summation-order noise of near-zero gradients; measured 1.7e-5 every FSDP2 plugin,
+2.2e-5 DDP; TP: all but one element within 1e-4, see assert_matches)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from conftest import EVAL, export_weights, langgraft, recipe, rows
 pytestmark = pytest.mark.timeout(600)
 
 
-def assert_matches(oracle: dict, out, rel_loss: float = 1e-5) -> None:
+def assert_matches(oracle: dict, out, rel_loss: float = 1e-5, near_zero_rows: bool = False) -> None:
+    """`near_zero_rows`: allow a few elements up to 1e-3 (TP: see below); otherwise every
+    exported weight is within 1e-4 (measured: 2.2e-5 DDP, 1.7e-5 every FSDP2 plugin)."""
     a, b = oracle["rows"], rows(out)
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5]
     for ra, rb in zip(a, b, strict=True):
@@ -41,7 +43,7 @@ def assert_matches(oracle: dict, out, rel_loss: float = 1e-5) -> None:
         # AdamW divides by sqrt(v): an embedding row whose gradient is ~0 (a token seen once or
         # twice) moves by up to ~lr on summation-order noise alone (one row of the expanded
         # vocabulary reached 1.5e-4 at lr 3e-3). A wrong layout moves whole matrices instead.
-        assert float(diff.max()) < 1e-3, (k, float(diff.max()))
+        assert float(diff.max()) < (1e-3 if near_zero_rows else 1e-4), (k, float(diff.max()))
         assert float((diff > 1e-4).float().mean()) < 1e-3, (k, float((diff > 1e-4).sum()))
 
 
@@ -94,7 +96,7 @@ def test_tensor_parallel_equals_one_process(real) -> None:
     assert "vocabulary padded 641 -> 642" in p.stderr
     ref = {"rows": rows(oracle_out), "weights": export_weights(oracle_out),
            "eval": rows(oracle_out, EVAL)}  # fmt: skip
-    assert_matches(ref, out)
+    assert_matches(ref, out, near_zero_rows=True)
     from transformers import AutoModelForCausalLM
 
     m = AutoModelForCausalLM.from_pretrained(out / "export" / "stage-1-mix")
