@@ -363,7 +363,7 @@ def read_learning_text(cfg: ExpandConfig) -> tuple[list[tuple[str, int]], list[s
 
 def expand(cfg: ExpandConfig) -> dict:
     """Run the expansion and write the HF tokenizer directory; return the summary."""
-    from langgraft.tokenizer.bytelevel import is_bytelevel_source
+    from langgraft.tokenizer.bytelevel_source import is_bytelevel_source
 
     cfg.validate()
     if is_bytelevel_source(Path(cfg.source)):

@@ -20,13 +20,12 @@ from typing import Any
 
 from langgraft.errors import UserError
 from langgraft.tokenizer.bytelevel import (
-    ByteLevelSource,
     append_merges,
-    load_bytelevel_source,
     old_segmentation,
     token_kinds,
     write_bytelevel_dir,
 )
+from langgraft.tokenizer.bytelevel_source import ByteLevelSource, load_bytelevel_source
 from langgraft.tokenizer.learn import count_fragments, learn_merges
 
 log = logging.getLogger(__name__)

@@ -168,7 +168,7 @@ def load_tokenizer(src: str | Path, pattern: str | None = None) -> Any:
             from langgraft.model.checks import tokenizer_load_error
 
             raise tokenizer_load_error(p, e) from None
-    from langgraft.tokenizer.bytelevel import load_bytelevel_source, looks_like_tiktoken
+    from langgraft.tokenizer.bytelevel_source import load_bytelevel_source, looks_like_tiktoken
 
     if p.is_file() and looks_like_tiktoken(p):
         bl = load_bytelevel_source(p, pattern)

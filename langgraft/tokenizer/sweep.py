@@ -128,7 +128,7 @@ def held_out_sets(cfg: SweepConfig, tail: list[str]) -> dict[str, list[str]]:
 
 def sweep_tokenizers(cfg: SweepConfig, sizes: list[int]) -> tuple[int, dict[int, Any], list[str]]:
     """(source size, {size: tokenizers.Tokenizer}, held-out tail texts), learning once."""
-    from langgraft.tokenizer.bytelevel import is_bytelevel_source
+    from langgraft.tokenizer.bytelevel_source import is_bytelevel_source
     from langgraft.tokenizer.expand import read_learning_text
 
     ecfg = _expand_config(cfg, sizes[-1])

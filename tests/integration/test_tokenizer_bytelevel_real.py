@@ -13,7 +13,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from langgraft.__main__ import main
-from langgraft.tokenizer.bytelevel import LLAMA3_PATTERN, LLAMA3_SPECIALS, read_tiktoken_ranks
+from langgraft.tokenizer.bytelevel_source import (
+    LLAMA3_PATTERN,
+    LLAMA3_SPECIALS,
+    read_tiktoken_ranks,
+)
 from langgraft.tokenizer.sources import expand_paths, iter_texts
 
 pytestmark = pytest.mark.slow
@@ -133,7 +137,8 @@ def test_model_expand_on_bytelevel_tokenizer(tmp_path, llama3_file, llama3_zh, f
     from safetensors.torch import load_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from langgraft.tokenizer.bytelevel import load_bytelevel_source, write_bytelevel_dir
+    from langgraft.tokenizer.bytelevel import write_bytelevel_dir
+    from langgraft.tokenizer.bytelevel_source import load_bytelevel_source
 
     src_dir = tmp_path / "tiny-l3"
     cfg = LlamaConfig(

@@ -11,7 +11,8 @@ from tokenizers import Tokenizer
 
 from langgraft.__main__ import main
 from langgraft.errors import UserError
-from langgraft.tokenizer.bytelevel import LLAMA3_PATTERN, load_bytelevel_source, token_kind
+from langgraft.tokenizer.bytelevel import token_kind
+from langgraft.tokenizer.bytelevel_source import LLAMA3_PATTERN, load_bytelevel_source
 from langgraft.tokenizer.learn import ANCHOR, BLOCKED, PLAIN, cut_fragments
 
 ENGLISH = ["the cat sat on the mat", "then they went there", "  indented\tline\n", "x = f(42)"]
@@ -158,7 +159,7 @@ def test_sweep_table_png_and_knee(tmp_path, ranks):
 
 
 def test_report_reads_a_tiktoken_file(tmp_path, ranks, capsys):
-    from langgraft.tokenizer.bytelevel import looks_like_tiktoken
+    from langgraft.tokenizer.bytelevel_source import looks_like_tiktoken
 
     assert looks_like_tiktoken(ranks)
     corpus = tmp_path / "c.txt"
