@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from langgraft.config import config_command, from_namespace
-from langgraft.tokenizer.expand import ExpandConfig
+from langgraft.tokenizer.config import ExpandConfig
 from langgraft.tokenizer.report import ReportConfig
 from langgraft.tokenizer.sweep import SweepConfig
 

@@ -98,7 +98,8 @@ def write_output(result: ByteLevelResult, tmp: Any) -> None:
 
 def expand_bytelevel(cfg: Any) -> dict:
     from langgraft.fsutil import atomic_output_dir, sha256_file
-    from langgraft.tokenizer.expand import Expansion, _sources_record, read_learning_text
+    from langgraft.tokenizer.config import read_learning_text, sources_record
+    from langgraft.tokenizer.expand import Expansion
     from langgraft.tokenizer.records import keep_cost, tokens_per_char, write_record
     from langgraft.tokenizer.sources import read_samples
 
@@ -154,7 +155,7 @@ def expand_bytelevel(cfg: Any) -> dict:
         "never_used_on_corpus": unused,
         "check_corpus": [str(p) for p in corpora],
         "held_out": held_fig,
-        "sources": _sources_record(cfg),
+        "sources": sources_record(cfg),
     }
     if summary["stopped_early"]:
         log.warning(

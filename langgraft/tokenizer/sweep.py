@@ -98,7 +98,7 @@ def knee(xs: list[float], ys: list[float]) -> int:
 
 
 def _expand_config(cfg: SweepConfig, target: int) -> Any:
-    from langgraft.tokenizer.expand import ExpandConfig
+    from langgraft.tokenizer.config import ExpandConfig
 
     return ExpandConfig(
         source=cfg.source, out=cfg.out, pieces=cfg.pieces, merge_sp=cfg.merge_sp,
@@ -129,7 +129,7 @@ def held_out_sets(cfg: SweepConfig, tail: list[str]) -> dict[str, list[str]]:
 def sweep_tokenizers(cfg: SweepConfig, sizes: list[int]) -> tuple[int, dict[int, Any], list[str]]:
     """(source size, {size: tokenizers.Tokenizer}, held-out tail texts), learning once."""
     from langgraft.tokenizer.bytelevel_source import is_bytelevel_source
-    from langgraft.tokenizer.expand import read_learning_text
+    from langgraft.tokenizer.config import read_learning_text
 
     ecfg = _expand_config(cfg, sizes[-1])
     ecfg.validate()
