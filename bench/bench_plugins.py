@@ -47,7 +47,7 @@ def one(args: argparse.Namespace) -> dict:
     from langgraft.train.loss import collate
     from langgraft.train.optim import build_optimizer
     from langgraft.train.recipe import recipe_from_dict
-    from langgraft.train.trainer import accumulate
+    from langgraft.train.step import accumulate
 
     plugin = args.one
     r = {"model": "m", "out": "o", "precision": "bf16", "plugin": plugin, "grad_checkpoint": True,

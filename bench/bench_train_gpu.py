@@ -71,7 +71,7 @@ def run(attn: str, a: argparse.Namespace) -> dict:
     )
     from langgraft.train.optim import build_optimizer, optimizer_step
     from langgraft.train.recipe import StageConfig
-    from langgraft.train.trainer import accumulate
+    from langgraft.train.step import accumulate
 
     device = torch.device(a.device)
     check_implementation(attn, device)

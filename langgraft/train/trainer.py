@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,16 @@ from langgraft.distributed import checkpoint as ckpt
 from langgraft.distributed.dims import ParallelDims
 from langgraft.distributed.parallel import (
     data_parallel,
-    gather_objects,
     rank,
-    sum_float,
     sum_int,
 )
-from langgraft.distributed.parallelize import clip_grad_norm, grad_sync
+from langgraft.distributed.parallelize import clip_grad_norm
 from langgraft.errors import UserError
 from langgraft.train.data import PreparedDataset
 from langgraft.train.evaluate import evaluate
 from langgraft.train.exportmeta import export_meta, stage_templates
 from langgraft.train.loader import StepLoader
-from langgraft.train.loss import Collator, MicroBatch, category_totals, forward_nll, row_sums
+from langgraft.train.loss import Collator, MicroBatch
 from langgraft.train.metrics import (
     MetricsLogger,
     NoMetrics,
@@ -56,6 +55,7 @@ from langgraft.train.optim import build_optimizer, optimizer_step
 from langgraft.train.recipe import Recipe
 from langgraft.train.resume import apply_resumed_hyper, check_resume
 from langgraft.train.setup import NeftHook, StagePlan, configure_trainable, plan_stage
+from langgraft.train.step import accumulate
 
 log = logging.getLogger(__name__)
 
@@ -64,67 +64,17 @@ _KILL_AT_STEP = "LANGGRAFT_TEST_KILL_AT_STEP"
 _KILL_RANK = "LANGGRAFT_TEST_KILL_RANK"  # only this rank (default: every rank)
 
 
-def accumulate(
-    model: Any,
-    micro_batches: list[MicroBatch],
-    device: torch.device,
-    autocast: Any,
-    scaler: Any = None,
-    neft: NeftHook | None = None,
-    dims: ParallelDims | None = None,
-    categories: bool = True,
-) -> tuple[float, int, dict[str, tuple[float, int]]]:
-    """Forward/backward over one optimizer step's micro-batches with the loss token-weighted
-    across all of them: each micro-batch adds sum(nll) / N, N = supervised tokens of the whole
-    step (not a mean of per-micro-batch means). Returns (loss, N, per-category sums).
+@dataclass
+class _StageRun:
+    """What one stage's loop holds besides the trainer's own state."""
 
-    Under DDP (`model` wrapped, W ranks) N is the supervised-token count of the whole global
-    step (all-reduced first) and each rank's loss is multiplied by W, because DDP averages the
-    gradients over ranks: the synchronised gradient is then sum over every rank's micro-batches
-    of grad(sum(nll)) / N, the same sum one process with W times the accumulation steps forms
-    over the same rows (only the float summation order differs). Every micro-step but the last
-    runs under `no_sync()`, so gradients are all-reduced once per optimizer step.
-
-    The same holds for FSDP2 (its reduce-scatter averages over the data-parallel ranks too). W
-    counts data-parallel ranks only (`dims.dp`): the tp ranks of one group share their rows and
-    compute the same loss, so sums and gathers run over the "dp" group of the mesh.
-
-    The step syncs with the host once (the per-row loss sums, one copy at the end); the
-    per-category sums are gathered over ranks only when `categories` (a logged step)."""
-    world = dims.dp if dims is not None else 1
-    group = dims.dp_group if dims is not None else None
-    total = sum_int(sum(mb.num_supervised for mb in micro_batches), device, group)
-    denom = max(total, 1)  # an all-masked step gives zero gradients, not NaN (Colossal #5370)
-    sums = []
-    for k, mb in enumerate(micro_batches):
-        if neft is not None:
-            neft.lengths = mb.real_lengths
-        mbd = mb.to(device)
-        with grad_sync(model, last=k == len(micro_batches) - 1):
-            with autocast():
-                nll = forward_nll(model, mbd)
-            loss = nll.sum() / denom * world  # x W is exact for W a power of two
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-        sums.append(row_sums(nll, mbd))
-    per_row = torch.cat(sums).tolist() if sums else []  # the step's one host sync
-    loss_sum, start = 0.0, 0
-    cats: dict[str, tuple[float, int]] = {}
-    for mb in micro_batches:
-        part = per_row[start : start + len(mb.categories)]
-        start += len(mb.categories)
-        loss_sum += sum(part)
-        for c, (s, n) in category_totals(part, mb).items():
-            s0, n0 = cats.get(c, (0.0, 0))
-            cats[c] = (s0 + s, n0 + n)
-    if world > 1:  # the logged loss is the global step's, identical on every rank
-        loss_sum = sum_float(loss_sum, device, group)
-        parts = gather_objects(cats, group) if categories else []
-        cats = {}
-        for part_cats in parts:
-            for c, (s, n) in part_cats.items():
-                s0, n0 = cats.get(c, (0.0, 0))
-                cats[c] = (s0 + s, n0 + n)
-    return loss_sum / denom, total, cats
+    optimizer: Any
+    scheduler: Any
+    scaler: Any  # GradScaler under fp16, else None
+    neft: NeftHook | None
+    trainable: list[torch.Tensor]
+    wrapped: Any  # DDP around the model, or the model itself
+    bar: Any
 
 
 class Trainer:
@@ -256,6 +206,32 @@ class Trainer:
         return summary
 
     def _run_stage(self, plan: StagePlan, metrics: MetricsLogger, resume: Path | None) -> dict:
+        recipe = self.recipe
+        run = self._begin_stage(plan, resume)
+        kill_at = os.environ.get(_KILL_AT_STEP)
+        last_loss = float("nan")
+        saved_at = -1
+        while self.stage_step < plan.total_steps:
+            last_loss = self._train_step(plan, run, metrics)
+            if kill_at is not None and int(kill_at) == self.global_step:
+                if os.environ.get(_KILL_RANK, str(rank())) == str(rank()):
+                    os.kill(os.getpid(), signal.SIGKILL)
+            every = recipe.checkpoint.save_interval
+            if every and self.global_step % every == 0 and self.stage_step < plan.total_steps:
+                self._save(plan, run.optimizer, run.scheduler, run.scaler)
+                saved_at = self.global_step
+            # every rank: a sharded model's forward is collective (rank 0 writes the row)
+            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0:
+                metrics.write(self._eval_row(plan))
+                self.model.train()
+        export = self._end_stage(plan, run, metrics, saved_at)
+        return {
+            "name": plan.stage.name, "steps": plan.total_steps, "final_loss": last_loss,
+            "export": str(export) if export else None,
+        }  # fmt: skip
+
+    def _begin_stage(self, plan: StagePlan, resume: Path | None) -> _StageRun:
+        """Trainable set, a fresh AdamW + schedule (or the checkpoint's), NEFTune, DDP."""
         recipe, stage = self.recipe, plan.stage
         if resume is None:
             self.stage, self.stage_step = plan.index, 0
@@ -282,61 +258,57 @@ class Trainer:
             total=plan.total_steps, initial=self.stage_step, desc=stage.name, unit="step",
             disable=not recipe.progress or not self.main, dynamic_ncols=True,
         )  # fmt: skip
-        meter = self.meter = Throughput()
+        self.meter = Throughput()
         self._matmul_weights = matmul_params(self.model)  # per stage: LoRA adds matmuls
         self._start_loader(plan)
-        kill_at = os.environ.get(_KILL_AT_STEP)
-        last_loss = float("nan")
-        saved_at = -1
         self.model.train()
-        while self.stage_step < plan.total_steps:
-            meter.start()
-            assert self.loader is not None
-            micro = self.loader.next()
-            logged = (self.global_step + 1) % recipe.log_interval == 0 or (
-                self.stage_step + 1 == plan.total_steps
-            )
-            loss, supervised, cats = accumulate(
-                wrapped, micro, self.device, self.autocast, scaler, neft, self.dims, logged
-            )
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            clip = stage.grad_clip if stage.grad_clip > 0 else float("inf")
-            grad_norm = clip_grad_norm(trainable, clip)
-            lr = scheduler.get_last_lr()[0]
-            # A non-finite grad norm under fp16 is GradScaler's business (it skips the step).
-            if not math.isfinite(loss) or (scaler is None and not math.isfinite(grad_norm)):
-                raise UserError(self._diverged(plan, loss, grad_norm))
-            optimizer_step(optimizer, scheduler, scaler)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device, self.dims.dp_group)
-            meter.stop(tokens, self._device_flops(micro))
-            self.tokens_seen += tokens
-            self.stage_step += 1
-            self.global_step += 1
-            last_loss = loss
-            if self.global_step % recipe.log_interval == 0 or self.stage_step == plan.total_steps:
-                row = self._row(plan, loss, cats, lr, grad_norm, supervised, meter.rate())
-                metrics.write(row)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{row['tok_s']:,.0f}")
-            bar.update(1)
-            if kill_at is not None and int(kill_at) == self.global_step:
-                if os.environ.get(_KILL_RANK, str(rank())) == str(rank()):
-                    os.kill(os.getpid(), signal.SIGKILL)
-            every = recipe.checkpoint.save_interval
-            if every and self.global_step % every == 0 and self.stage_step < plan.total_steps:
-                self._save(plan, optimizer, scheduler, scaler)
-                saved_at = self.global_step
-            # every rank: a sharded model's forward is collective (rank 0 writes the row)
-            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0:
-                metrics.write(self._eval_row(plan))
-                self.model.train()
-        bar.close()
+        return _StageRun(optimizer, scheduler, scaler, neft, trainable, wrapped, bar)
+
+    def _train_step(self, plan: StagePlan, run: _StageRun, metrics: MetricsLogger) -> float:
+        """One optimizer step over the step's global rows; returns its (global) loss."""
+        recipe, stage, meter = self.recipe, plan.stage, self.meter
+        meter.start()
+        assert self.loader is not None
+        micro = self.loader.next()
+        logged = (self.global_step + 1) % recipe.log_interval == 0 or (
+            self.stage_step + 1 == plan.total_steps
+        )
+        loss, supervised, cats = accumulate(
+            run.wrapped, micro, self.device, self.autocast, run.scaler, run.neft, self.dims, logged
+        )
+        if run.scaler is not None:
+            run.scaler.unscale_(run.optimizer)
+        clip = stage.grad_clip if stage.grad_clip > 0 else float("inf")
+        grad_norm = clip_grad_norm(run.trainable, clip)
+        lr = run.scheduler.get_last_lr()[0]
+        # A non-finite grad norm under fp16 is GradScaler's business (it skips the step).
+        if not math.isfinite(loss) or (run.scaler is None and not math.isfinite(grad_norm)):
+            raise UserError(self._diverged(plan, loss, grad_norm))
+        optimizer_step(run.optimizer, run.scheduler, run.scaler)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device, self.dims.dp_group)
+        meter.stop(tokens, self._device_flops(micro))
+        self.tokens_seen += tokens
+        self.stage_step += 1
+        self.global_step += 1
+        if self.global_step % recipe.log_interval == 0 or self.stage_step == plan.total_steps:
+            row = self._row(plan, loss, cats, lr, grad_norm, supervised, meter.rate())
+            metrics.write(row)
+            run.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{row['tok_s']:,.0f}")
+        run.bar.update(1)
+        return loss
+
+    def _end_stage(
+        self, plan: StagePlan, run: _StageRun, metrics: MetricsLogger, saved_at: int
+    ) -> Path | None:
+        """LoRA merge, the stage-end eval, the HF export and a weights-only checkpoint."""
+        recipe, stage = self.recipe, plan.stage
+        run.bar.close()
         self._close_loader()
-        del wrapped  # drops DDP's gradient hooks before the next stage re-wraps
-        if neft is not None:
-            neft.remove()
+        run.wrapped = None  # drops DDP's gradient hooks before the next stage re-wraps
+        if run.neft is not None:
+            run.neft.remove()
         if stage.lora_rank:
             # Fold the adapters into the weights: the export is a plain HF model and the next
             # stage (LoRA or not) starts from the merged weights.
@@ -356,11 +328,8 @@ class Trainer:
         if saved_at != self.global_step:
             # Weights only: a resume from a stage end starts the next stage with a fresh
             # optimizer, and after a LoRA merge this stage's optimizer no longer fits the model.
-            self._save(plan, None, scheduler, scaler)
-        return {
-            "name": stage.name, "steps": plan.total_steps, "final_loss": last_loss,
-            "export": str(export) if export else None,
-        }  # fmt: skip
+            self._save(plan, None, run.scheduler, run.scaler)
+        return export
 
     def _row(self, plan, loss, cats, lr, grad_norm, supervised, tok_s) -> dict[str, Any]:
         row: dict[str, Any] = {

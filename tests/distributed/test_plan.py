@@ -18,7 +18,7 @@ from langgraft.train.data import Row
 from langgraft.train.loss import collate
 from langgraft.train.optim import build_optimizer
 from langgraft.train.recipe import recipe_from_dict
-from langgraft.train.trainer import accumulate
+from langgraft.train.step import accumulate
 
 pytestmark = pytest.mark.timeout(300)
 TOLERANCE = 0.25

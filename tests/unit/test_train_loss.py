@@ -26,7 +26,7 @@ from langgraft.train.loss import (
 from langgraft.train.optim import lr_at, param_groups, warmup_steps_for
 from langgraft.train.recipe import StageConfig
 from langgraft.train.setup import pad_token_id
-from langgraft.train.trainer import accumulate
+from langgraft.train.step import accumulate
 
 torch.set_num_threads(1)
 
