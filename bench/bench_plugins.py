@@ -9,7 +9,9 @@ group of one where the plugin shards; CPU offload for zero2_cpu/gemini_auto) -> 
 and random tokens (the shape, not the values, sets speed and memory). It prints tok/s, the ratio
 to plugin none measured in the same run, MFU (6 N + 12 L d s FLOPs per token over the GPU's bf16
 dense peak), torch.cuda.max_memory_allocated and the `--plan` estimate for the same layout.
-Needs a GPU; on CPU it refuses (the CPU check of `--plan` is tests/distributed/test_plan.py).
+Needs a GPU; `--device cpu` (tiny shapes) only checks that every plugin's path runs before a
+lent GPU's minutes are spent on it: its figures mean nothing (the CPU check of `--plan` is
+tests/distributed/test_plan.py).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def one(args: argparse.Namespace) -> dict:
          "stages": [{"name": "a", "data": [{"path": "d"}], "steps": args.steps}]}  # fmt: skip
     recipe = recipe_from_dict(r)
     dims = parallel_dims(recipe, 1)
-    device = init_distributed(torch.device("cuda"), single_process_group=dims.sharded)
+    cuda = args.device == "cuda"
+    device = init_distributed(torch.device(args.device), single_process_group=dims.sharded)
     dims.build_mesh(device)
     cfg = LlamaConfig(**shape(args))
     cfg._attn_implementation = "sdpa"
@@ -66,8 +69,9 @@ def one(args: argparse.Namespace) -> dict:
     plan = plan_memory(recipe, dims, cfg)
     model = parallelize(model, dims, device, True, False, "bf16")
     opt, _ = build_optimizer(model, recipe.stages[0], args.steps)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if not dims.fsdp else (
-        lambda: torch.autocast("cuda", enabled=False))  # fmt: skip
+    autocast = (lambda: torch.autocast(args.device, dtype=torch.bfloat16)) if not dims.fsdp else (
+        lambda: torch.autocast(args.device, enabled=False))  # fmt: skip
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     rng = np.random.default_rng(0)
 
     def batch():
@@ -75,27 +79,28 @@ def one(args: argparse.Namespace) -> dict:
         rows = [Row(x, x, np.array([args.seq]), "x") for x in ids]
         return [collate(rows, 0)]
 
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for step in range(args.steps):
         micro = batch()
-        torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         accumulate(model, micro, device, autocast, None, None, dims)
         clip_grad_norm([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
         if step >= 2:  # warm-up: allocator, kernels
             times.append(time.perf_counter() - t)
     tok_s = args.batch * args.seq / (sum(times) / len(times))
     n_emb = cfg.vocab_size * cfg.hidden_size
     n = sum(p.numel() for p in model.parameters()) - n_emb
     flops = 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name() if cuda else "cpu (smoke run: figures meaningless)"
     peak = next((v for k, v in PEAK_BF16.items() if k in name), 0.0)
     return {"plugin": plugin, "tok_s": tok_s, "mfu": tok_s * flops / peak if peak else 0.0,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
             "plan_gib": plan.peak / 2**30, "device": name, "torch": torch.__version__}  # fmt: skip
 
 
@@ -107,11 +112,13 @@ def main() -> int:
     ap.add_argument("--seq", type=int, default=2048, help="tokens per row")
     ap.add_argument("--batch", type=int, default=4, help="rows per micro-batch")
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps (2 warm-up)")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                    help="cpu: a smoke run of every plugin's code path at a tiny shape")  # fmt: skip
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     import torch
 
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("bench_plugins: needs a CUDA GPU (the CPU check is tests/distributed/test_plan.py)",
               file=sys.stderr)  # fmt: skip
         return 2
@@ -122,7 +129,7 @@ def main() -> int:
     for plugin in args.plugins:
         cmd = [sys.executable, __file__, "--one", plugin, "--layers", str(args.layers),
                "--vocab", str(args.vocab), "--seq", str(args.seq), "--batch", str(args.batch),
-               "--steps", str(args.steps)]  # fmt: skip
+               "--steps", str(args.steps), "--device", args.device]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
