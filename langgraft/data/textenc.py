@@ -31,6 +31,14 @@ FIRST_CHECK = 256  # texts of the first batch compared in full
 # tokenizer.json holds ~100 bytes per character of a text it encodes (one 54 MB document peaked at
 # 6.8 GB), so a longer text is compared on its first MAX_CHECK_CHARS characters, both ways.
 MAX_CHECK_CHARS = 100_000
+# A text longer than this is encoded in windows of about this many characters, cut where the
+# tokenizer provably cannot segment across (see `safe_cut`), so its ids equal the whole text's.
+LONG_TEXT_CHARS = 1 << 18
+# The GPT-4 / Llama-3 pre-tokenizer regex (see `_hf_splits_at_newlines`).
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def sentencepiece_model(tokenizer: str | Path) -> Path | None:
@@ -48,6 +56,101 @@ def _load_sp(model: Path) -> Any:
         return None
 
 
+def _sp_splits_at_newlines(model: Path) -> Any:
+    r"""A sentencepiece processor for the second and later windows of a long text (no dummy
+    prefix: the whole text gets "▁" only at its start), or None if cutting after a newline could
+    change the ids.
+
+    Why a cut after "\n" (next character not " ") is exact for a BPE model with no normaliser
+    rules: the normalised text is the input with " " as "▁", so the cut is at the same place in
+    it; BPE starts from single characters and merges two adjacent symbols only into a piece of
+    the vocabulary, and no piece contains "\n" (checked), so no merge crosses the cut, and
+    merges on one side never change the other's (each side merges in the same order alone).
+    remove_extra_whitespaces acts on runs of " " only, and none touches the cut. Unigram is left
+    out: its Viterbi sums float scores along the whole text, so a tie could break differently.
+    """
+    from langgraft.tokenizer.hf import load_proto
+
+    try:
+        proto = load_proto(model)
+    except (OSError, RuntimeError, UserError):
+        return None
+    norm, trainer = proto.normalizer_spec, proto.trainer_spec
+    byte = 6  # ModelProto.SentencePiece.Type.BYTE
+    if (
+        trainer.model_type != 2  # BPE
+        or norm.precompiled_charsmap
+        or trainer.treat_whitespace_as_suffix
+        or any("\n" in p.piece and p.piece != "\n" for p in proto.pieces if p.type != byte)
+    ):
+        return None
+    import sentencepiece as spm
+
+    proto.normalizer_spec.add_dummy_prefix = False
+    return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+
+def _hf_splits_at_newlines(hf: Any) -> bool:
+    r"""Whether cutting after "\n" (next character not whitespace) leaves tokenizer.json's ids
+    unchanged: no normaliser, the Llama-3 regex then byte-level without a prefix space, BPE, and
+    no added token that contains "\n" or strips the whitespace to its left.
+
+    Why: BPE merges within a pre-token, so it is enough that the regex has a match boundary at
+    the cut and matches both sides alone as it matches them in the whole text. No alternative
+    can hold "\n" and then a non-whitespace character (the "\n" is in `[\r\n]*`, `[\r\n]+`
+    or `\s`, and `[^\r\n...]?` excludes it), so a match ends at the cut; matching after it
+    looks only to the right, and before it, the match that ends at the cut is the same whether
+    or not the text goes on (`\s*[\r\n]+` comes before the lookahead alternatives).
+    GPT-2's pattern is not accepted: its `\s+(?!\S)` splits "\n\n" differently at the end of
+    a text."""
+    import json
+
+    spec = json.loads(hf.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
+    ok_split = len(steps) == 2 and steps[0] == {
+        "type": "Split",
+        "pattern": {"Regex": LLAMA3_PATTERN},
+        "behavior": "Isolated",
+        "invert": False,
+    }
+    ok_bytes = len(steps) == 2 and steps[1].get("type") == "ByteLevel"
+    ok_bytes = ok_bytes and not steps[1].get("add_prefix_space") and not steps[1].get("use_regex")
+    added = spec.get("added_tokens") or []
+    return (
+        spec.get("normalizer") is None
+        and ok_split
+        and ok_bytes
+        and (spec.get("model") or {}).get("type") == "BPE"
+        and not any("\n" in t["content"] or t.get("lstrip") for t in added)
+    )
+
+
+def safe_cuts(text: str, window: int, strict: bool) -> list[int]:
+    r"""Cut points of `text` for windows of about `window` characters: each just after a "\n"
+    whose next character is not " " (strict: not whitespace at all). The last cut at or before
+    each window's end, else the first after it; a text with no such newline is not cut."""
+    cuts: list[int] = []
+    start, n = 0, len(text)
+
+    def ok(p: int) -> bool:
+        return p < n and (text[p].isspace() if strict else text[p] == " ") is False
+
+    while n - start > window:
+        p = text.rfind("\n", start, start + window) + 1
+        while p > start and not ok(p):
+            p = text.rfind("\n", start, p - 1) + 1
+        if p <= start:  # none in this window: the first one after it
+            p = text.find("\n", start + window) + 1
+            while p and not ok(p):
+                p = text.find("\n", p) + 1
+            if not p:
+                break
+        cuts.append(p)
+        start = p
+    return cuts
+
+
 def _probe(n: int) -> list[int]:
     step = max(1, n // SAMPLES_PER_BATCH)
     return list(range(0, n, step))[:SAMPLES_PER_BATCH]
@@ -62,6 +165,7 @@ class TextEncoder:
         self.backend = backend
         self.threads = threads
         self.sp = None
+        self.sp_rest: Any = None  # encodes the windows after the first of a long text
         self.verified = False
         model = sentencepiece_model(path) if backend != "hf" else None
         if model is not None:
@@ -69,6 +173,8 @@ class TextEncoder:
             # tokenizer.json with other pieces than tokenizer.model is not the same model
             if sp is not None and sp.get_piece_size() == self.hf.get_vocab_size(False):
                 self.sp = sp
+                self.sp_rest = _sp_splits_at_newlines(model)
+        self.hf_splits = _hf_splits_at_newlines(self.hf)
         if self.sp is None and backend == "sentencepiece":
             raise UserError(
                 f"{path}: --tokenizer-backend sentencepiece needs a tokenizer.model with the same "
@@ -106,6 +212,26 @@ class TextEncoder:
         )
         self.sp = None
         return [np.asarray(x, dtype=np.int32) for x in self.encode_hf(texts)]
+
+    def encode_long(self, text: str) -> Any:
+        """The ids of a long text, window by window (an iterator of int32 arrays whose
+        concatenation is `encode([text])[0]`): one tokenizer call never sees more than about
+        LONG_TEXT_CHARS characters. A tokenizer this cannot prove that for (see `safe_cuts`)
+        encodes the text whole."""
+        if self.sp is not None and not self.verified:
+            self.encode([text[:MAX_CHECK_CHARS]])  # settles the backend (checks tokenizer.json)
+        if self.sp is not None:
+            cuts = safe_cuts(text, LONG_TEXT_CHARS, strict=False) if self.sp_rest else []
+        else:
+            cuts = safe_cuts(text, LONG_TEXT_CHARS, strict=True) if self.hf_splits else []
+        bounds = [0, *cuts, len(text)]
+        for k in range(len(bounds) - 1):
+            piece = text[bounds[k] : bounds[k + 1]]
+            if self.sp is None:
+                yield np.asarray(self.encode_hf([piece])[0], dtype=np.int32)
+            else:
+                sp = self.sp if k == 0 else self.sp_rest
+                yield sp.encode([piece], num_threads=self.threads, return_type="numpy")[0]
 
     def check_samples(self, samples: list[tuple[str, list[int]]]) -> None:
         """Compare a worker's (text, ids) samples with tokenizer.json."""

@@ -14,6 +14,7 @@ validation and encoding run in N processes that import neither transformers nor 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,13 @@ import numpy as np
 
 from langgraft.data import rows as rowlib
 from langgraft.data.sources import BAD_FILE, BAD_ROW, JSON_ROW, Item
-from langgraft.data.textenc import LightSpec, LightTextEncoder, TextEncoder, sentencepiece_model
+from langgraft.data.textenc import (
+    LONG_TEXT_CHARS,
+    LightSpec,
+    LightTextEncoder,
+    TextEncoder,
+    sentencepiece_model,
+)
 from langgraft.errors import UserError
 from langgraft.fsutil import sha256_file
 
@@ -107,6 +114,10 @@ class EncodedBatch:
     """(file index, line, reason, message, file_level), in input order."""
     samples: list[tuple[str, list[int]]] = field(default_factory=list)
     """(text, ids) a worker's sentencepiece produced, for the main process to check."""
+    long: dict[int, tuple[np.ndarray, str, tuple[int, int]]] = field(default_factory=dict)
+    """Accepted pretrain rows (by index in `categories`) whose target is longer than
+    LONG_TEXT_CHARS: (source ids, target text, (file index, line)), left for `Encoder.long_document` to stream into
+    the packer; their `lengths` and `trained` are 0 and `ids` holds none of their tokens."""
 
 
 class Encoder:
@@ -197,29 +208,62 @@ class Encoder:
         return rowlib.PretrainRow("", payload, self.spec.labels[file_idx])
 
     def _assemble_pretrain(self, good: list[Any], out: EncodedBatch) -> None:
-        texts = [r.target for _, _, r in good]
+        # A long target is not encoded here: the main process streams it (`long_document`).
+        short = [len(r.target) <= LONG_TEXT_CHARS for _, _, r in good]
+        texts = [r.target for (_, _, r), s in zip(good, short, strict=True) if s]
         src_rows = [i for i, (_, _, r) in enumerate(good) if r.source]
+        n_targets = len(texts)
         texts += [good[i][2].source for i in src_rows]
         enc = self.text.encode(texts)
-        sources = dict(zip(src_rows, enc[len(good) :], strict=True))
+        sources = dict(zip(src_rows, enc[n_targets:], strict=True))
+        targets = iter(enc[:n_targets])
         bos, eos, empty = _one(self.bos), _one(self.eos), np.zeros(0, np.int32)
         pieces: list[np.ndarray] = []
-        untrained: list[int] = []  # per row: BOS + source
+        untrained: list[int] = []  # per encoded row: BOS + source
+        trained: list[int] = []  # per encoded row: target + EOS
         for i, (file_idx, line, row) in enumerate(good):
-            target = enc[i]
+            source = sources.get(i, empty)
+            if not short[i]:
+                out.long[len(out.categories)] = (source, row.target, (file_idx, line))
+                out.trained.append(0)
+                out.lengths.append(0)
+                out.categories.append(row.category)
+                continue
+            target = next(targets)
             if not len(target):
                 out.problems.append(
                     (file_idx, line, "empty_target", "target is empty after tokenization", False)
                 )
                 continue
-            source = sources.get(i, empty)
             pieces += (bos, source, target, eos)
             untrained.append(1 + len(source))
+            trained.append(len(target) + 1)
             out.trained.append(len(target) + 1)
             out.lengths.append(len(source) + len(target) + 2)
             out.categories.append(row.category)
         out.ids = np.concatenate(pieces) if pieces else empty
-        out.mask = _mask(untrained, out.trained)
+        out.mask = _mask(untrained, trained)
+
+    def long_document(self, source: np.ndarray, text: str) -> Iterator[Any] | None:
+        """The (ids, mask) pieces of a pretrain row with a long target, encoded as they are
+        consumed (`TextEncoder.encode_long`): BOS + source untrained, then the target window by
+        window and EOS, trained. None if the target is empty after tokenization (the row is
+        rejected, as a short one would be). Runs in the main process (workers hand long texts
+        back unencoded), so memory holds one window's ids, not the document's."""
+        assert isinstance(self.text, TextEncoder)
+        windows = self.text.encode_long(text)
+        first = next((w for w in windows if len(w)), None)
+        if first is None:
+            return None
+
+        def pieces() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            head = np.concatenate([_one(self.bos), source])
+            yield head, np.zeros(len(head), np.uint8)
+            for w in itertools.chain([first], windows):
+                yield w, np.ones(len(w), np.uint8)
+            yield _one(self.eos), np.ones(1, np.uint8)
+
+        return pieces()
 
     def _assemble_chat(self, good: list[Any], out: EncodedBatch) -> None:
         assert self.template is not None
