@@ -15,6 +15,7 @@ checks against tokenizer.json.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,16 +166,14 @@ class TextEncoder:
         self.backend = backend
         self.threads = threads
         self.sp = None
-        self.sp_rest: Any = None  # encodes the windows after the first of a long text
         self.verified = False
         model = sentencepiece_model(path) if backend != "hf" else None
+        self._model = model
         if model is not None:
             sp = _load_sp(model)
             # tokenizer.json with other pieces than tokenizer.model is not the same model
             if sp is not None and sp.get_piece_size() == self.hf.get_vocab_size(False):
                 self.sp = sp
-                self.sp_rest = _sp_splits_at_newlines(model)
-        self.hf_splits = _hf_splits_at_newlines(self.hf)
         if self.sp is None and backend == "sentencepiece":
             raise UserError(
                 f"{path}: --tokenizer-backend sentencepiece needs a tokenizer.model with the same "
@@ -212,6 +211,16 @@ class TextEncoder:
         )
         self.sp = None
         return [np.asarray(x, dtype=np.int32) for x in self.encode_hf(texts)]
+
+    @functools.cached_property
+    def sp_rest(self) -> Any:
+        """sentencepiece for the windows after the first of a long text, or None (checked on
+        first use: most runs have no long text)."""
+        return _sp_splits_at_newlines(self._model) if self.sp is not None else None
+
+    @functools.cached_property
+    def hf_splits(self) -> bool:
+        return _hf_splits_at_newlines(self.hf)
 
     def encode_long(self, text: str) -> Any:
         """The ids of a long text, window by window (an iterator of int32 arrays whose
