@@ -92,18 +92,30 @@ def _sp_splits_at_newlines(model: Path) -> Any:
 
 
 def _hf_splits_at_newlines(hf: Any) -> bool:
-    r"""Whether cutting after "\n" (next character not whitespace) leaves tokenizer.json's ids
-    unchanged: no normaliser, the Llama-3 regex then byte-level without a prefix space, BPE, and
-    no added token that contains "\n" or strips the whitespace to its left.
+    r"""Whether cutting after "
+    " (no "
+    " or "
+    " in the whitespace that follows) leaves
+        tokenizer.json's ids unchanged: no normaliser, the Llama-3 regex then byte-level without a
+        prefix space, BPE, and no added token that contains "
+    " or strips the whitespace to its left.
 
-    Why: BPE merges within a pre-token, so it is enough that the regex has a match boundary at
-    the cut and matches both sides alone as it matches them in the whole text. No alternative
-    can hold "\n" and then a non-whitespace character (the "\n" is in `[\r\n]*`, `[\r\n]+`
-    or `\s`, and `[^\r\n...]?` excludes it), so a match ends at the cut; matching after it
-    looks only to the right, and before it, the match that ends at the cut is the same whether
-    or not the text goes on (`\s*[\r\n]+` comes before the lookahead alternatives).
-    GPT-2's pattern is not accepted: its `\s+(?!\S)` splits "\n\n" differently at the end of
-    a text."""
+        Why: BPE merges within a pre-token, so it is enough that the regex has a match boundary at
+        the cut and matches both sides alone as it matches them in the whole text. The match that
+        holds the "
+    " is one of ` ?[^\s\p{L}\p{N}]+[
+    ]*` (it ends after the newlines),
+        `\s*[
+    ]+` (it ends after the last newline of its whitespace run: the cut, as no newline
+        follows in that run) or a later `\s` alternative, which that one comes before; no other
+        alternative can hold "
+    " (`[^
+    \p{L}\p{N}]?` excludes it). So it ends at the cut, and it
+        is the same match whether or not the text goes on; matching after the cut looks only to the
+        right. GPT-2's pattern is not accepted: its `\s+(?!\S)` splits "
+
+    " differently at the end
+        of a text."""
     import json
 
     spec = json.loads(hf.to_str())
@@ -128,14 +140,26 @@ def _hf_splits_at_newlines(hf: Any) -> bool:
 
 
 def safe_cuts(text: str, window: int, strict: bool) -> list[int]:
-    r"""Cut points of `text` for windows of about `window` characters: each just after a "\n"
-    whose next character is not " " (strict: not whitespace at all). The last cut at or before
-    each window's end, else the first after it; a text with no such newline is not cut."""
+    r"""Cut points of `text` for windows of about `window` characters: each just after a "
+    "
+        whose next character is not " " (strict, for tokenizer.json: the whitespace run that follows
+        holds no "
+    " or "
+    "). The last cut at or before each window's end, else the first after
+        it; a text with no such newline is not cut."""
     cuts: list[int] = []
     start, n = 0, len(text)
 
     def ok(p: int) -> bool:
-        return p < n and (text[p].isspace() if strict else text[p] == " ") is False
+        if p >= n:
+            return False
+        if not strict:
+            return text[p] != " "
+        while p < n and text[p].isspace():  # str.isspace covers the regex's \s
+            if text[p] in "\r\n":
+                return False
+            p += 1
+        return True
 
     while n - start > window:
         p = text.rfind("\n", start, start + window) + 1

@@ -151,19 +151,53 @@ def test_windows_only_where_the_cut_is_provably_exact(
     assert enc.sp.encode(text) != enc.sp.encode(text[:17]) + enc.sp_rest.encode(text[17:])
     assert enc.sp.encode(text) == enc.sp.encode(text[:16]) + enc.sp_rest.encode(text[16:])
     # by hand: windows of 4 characters, never before the " " of "\n b" (the first window has
-    # no cut, so the first one after it); strict (tokenizer.json): only before "c" and "a"
-    assert textenc.safe_cuts("a\n b\n\nc\n\td\n" * 3, 4, strict=False) == [
-        5,
-        8,
-        11,
-        16,
-        19,
-        22,
-        27,
-        30,
-    ]
-    assert textenc.safe_cuts("a\n b\n\nc\n\td\n" * 3, 4, strict=True) == [6, 11, 17, 22, 28]
+    # no cut, so the first one after it)
+    text = "a\n b\n\nc\n\td\n" * 3
+    assert textenc.safe_cuts(text, 4, strict=False) == [5, 8, 11, 16, 19, 22, 27, 30]
+    # strict (tokenizer.json): never where the whitespace that follows holds a newline
+    assert textenc.safe_cuts(text, 4, strict=True) == [2, 6, 8, 11, 13, 17, 19, 22, 24, 28, 30]
+    assert textenc.safe_cuts("ab\n \ncd\n  ef\n", 2, strict=True) == [5, 8]
     assert textenc.safe_cuts("no newline at all" * 10, 4, strict=False) == []
+
+
+@pytest.mark.parametrize("which", ["tok512", "llama3"])
+def test_windows_are_exact_on_adversarial_whitespace(
+    which: str, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random texts made of the characters the proofs turn on (spaces, tabs, CR, LF, letters,
+    digits, punctuation, a contraction, CJK), cut into windows of 8: every text's ids are the
+    whole text's."""
+    from langgraft.data import textenc
+
+    tok = {"tok512": shared_data / "models/stories260K/tok512.model",
+           "llama3": shared_data / "tokenizers/llama3/tokenizer.model"}[which]  # fmt: skip
+    enc = _text_encoder(tok)
+    monkeypatch.setattr(textenc, "LONG_TEXT_CHARS", 8)
+    alphabet = [
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\n",
+        "\r\n",
+        "a",
+        "Lily",
+        "7",
+        "42",
+        "!",
+        "'s",
+        "。",
+        "红楼",
+    ]
+    rng = np.random.default_rng(0)
+    whole_enc = enc.sp.encode if enc.sp is not None else (lambda t: enc.encode_hf([t])[0])
+    cuts = 0
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet, size=int(rng.integers(5, 40))))
+        windows = list(enc.encode_long(text))
+        cuts += len(windows) - 1
+        assert np.concatenate(windows).tolist() == whole_enc(text), repr(text)
+    assert cuts > 300
 
 
 def _prepare_long(tmp_path: Path, name: str, tok: Path, rows: list[dict]) -> Path:
