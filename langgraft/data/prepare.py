@@ -39,11 +39,11 @@ from langgraft.data.sources import InputFile, Item, discover_inputs, read_items
 from langgraft.data.tokenize import (
     Encoder,
     EncoderSpec,
-    encode_stream,
     tokenizer_file,
     tokenizer_fingerprint,
     tokenizer_hash,
 )
+from langgraft.data.workers import encode_stream
 from langgraft.data.writer import BucketWriter
 from langgraft.errors import UserError
 from langgraft.fsutil import atomic_output_dir
