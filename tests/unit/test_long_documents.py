@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -97,7 +98,10 @@ def tok_zh(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@functools.lru_cache(maxsize=8)
 def _text_encoder(tok: Path, backend: str = "auto") -> object:
+    """One per tokenizer for the module (loading Llama-3's takes seconds); tests patch its
+    attributes only through monkeypatch, which restores them."""
     from langgraft.data import textenc
 
     return textenc.TextEncoder(load_tokenizer(tok), tok, backend)
