@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from langgraft.config import add_dataclass_args, from_namespace
-from langgraft.errors import UserError
-from langgraft.generate import (
+from langgraft.decoding import (
     ModelOptions,
     SamplingOptions,
     TextStream,
@@ -31,6 +30,7 @@ from langgraft.generate import (
     check_text,
     generate_ids,
 )
+from langgraft.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def terminal_lines(prompt: str = "you> ") -> Iterable[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langgraft.generate import load_model
+    from langgraft.decoding import load_model
     from langgraft.templates import TEMPLATE_NAMES, find_template_name, get_template
 
     opts = from_namespace(ChatOptions, args)

@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,13 +105,61 @@ class BestFitPacker:
         if len(ids) > self.max_length:
             st.split_documents += 1
         for chunk_ids, chunk_mask, overlap in split_document(ids, mask, self.max_length):
-            st.overlap_tokens += overlap
-            if not chunk_mask.any():
-                st.dropped_chunks += 1
-                st.dropped_tokens += len(chunk_ids)
+            self._place_chunk(chunk_ids, chunk_mask, overlap)
+
+    def add_pieces(self, pieces: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]:
+        """Add one document given as consecutive (ids, mask) pieces; returns (tokens, trained).
+
+        Places exactly the chunks `add` places for the concatenation, in the same order (so the
+        output is the same), while holding only about max_length tokens plus one piece: a
+        document of any length streams through (see `Encoder.long_document`)."""
+        size = self.max_length
+        buf_ids, buf_mask = np.zeros(0, np.int32), np.zeros(0, np.uint8)
+        base = 0  # absolute position of buf[0]
+        start = 0  # absolute position of the next chunk's first new token (0: none placed yet)
+        n = trained = 0
+        for ids, mask in pieces:
+            if not len(ids):
                 continue
-            st.chunks += 1
-            self._place(chunk_ids, chunk_mask)
+            if n == 0:
+                assert mask[0] == 0, "a document must start with an untrained token"
+            n += len(ids)
+            trained += int(np.count_nonzero(mask))
+            buf_ids, buf_mask = np.concatenate([buf_ids, ids]), np.concatenate([buf_mask, mask])
+            if start == 0 and n > size:  # longer than a sequence: split, as split_document
+                self.stats.documents += 1
+                self.stats.split_documents += 1
+                self._place_chunk(buf_ids[:size], buf_mask[:size], 0)
+                start = size
+            while start and start + size - 1 <= n:  # a full later chunk is in the buffer
+                a, b = start - 1 - base, start + size - 1 - base
+                chunk_mask = buf_mask[a:b].copy()
+                chunk_mask[0] = 0
+                self._place_chunk(buf_ids[a:b], chunk_mask, 1)
+                start += size - 1
+            if start:  # keep the overlap token and what follows it; free the rest
+                keep = start - 1 - base
+                buf_ids, buf_mask = buf_ids[keep:].copy(), buf_mask[keep:].copy()
+                base = start - 1
+        if n == 0:
+            return 0, 0
+        if start == 0:  # it fits in one sequence
+            self.add(buf_ids, buf_mask, trained)
+        elif start < n:
+            chunk_mask = buf_mask.copy()
+            chunk_mask[0] = 0
+            self._place_chunk(buf_ids, chunk_mask, 1)
+        return n, trained
+
+    def _place_chunk(self, ids: np.ndarray, mask: np.ndarray, overlap: int) -> None:
+        st = self.stats
+        st.overlap_tokens += overlap
+        if not mask.any():
+            st.dropped_chunks += 1
+            st.dropped_tokens += len(ids)
+            return
+        st.chunks += 1
+        self._place(ids, mask)
 
     def _place(self, ids: np.ndarray, mask: np.ndarray) -> None:
         n = len(ids)

@@ -39,11 +39,11 @@ from langgraft.data.sources import InputFile, Item, discover_inputs, read_items
 from langgraft.data.tokenize import (
     Encoder,
     EncoderSpec,
-    encode_stream,
     tokenizer_file,
     tokenizer_fingerprint,
     tokenizer_hash,
 )
+from langgraft.data.workers import encode_stream
 from langgraft.data.writer import BucketWriter
 from langgraft.errors import UserError
 from langgraft.fsutil import atomic_output_dir
@@ -130,6 +130,24 @@ def _progress(cfg: PrepareConfig, total: int) -> Any:
     )
 
 
+def _pack_long(
+    files: list[InputFile],
+    encoder: Encoder,
+    packing: _Packing,
+    acc: Accounting,
+    category: str,
+    row: tuple[Any, str, tuple[int, int]],
+) -> tuple[int, int] | None:
+    """Stream a row with a long target into its packer; (tokens, trained), or None if rejected."""
+    source, text, (file_idx, line) = row
+    pieces = encoder.long_document(source, text)
+    if pieces is None:
+        where, message = _where(files, file_idx, line), "target is empty after tokenization"
+        acc.reject(where, "empty_target", message, False)
+        return None
+    return packing.packer(category).add_pieces(pieces)
+
+
 def _read_and_pack(
     cfg: PrepareConfig, files: list[InputFile], encoder: Encoder, packing: _Packing, acc: Accounting
 ) -> tuple[int, float]:
@@ -153,9 +171,20 @@ def _read_and_pack(
                     acc.reject(where, reason, message, file_level)
                 offset = 0
                 continued = enc.continued or [False] * len(enc.lengths)
-                for category, n, trained, cont in zip(
-                    enc.categories, enc.lengths, enc.trained, continued, strict=True
+                for k, (category, n, trained, cont) in enumerate(
+                    zip(enc.categories, enc.lengths, enc.trained, continued, strict=True)
                 ):
+                    if k in enc.long:
+                        got = _pack_long(files, encoder, packing, acc, category, enc.long[k])
+                        if got is None:
+                            continue
+                        n, trained = got
+                        tokens += n
+                    else:
+                        packing.packer(category).add(
+                            enc.ids[offset : offset + n], enc.mask[offset : offset + n], trained
+                        )
+                        offset += n
                     counts = acc.categories.get(category)
                     if counts is None:
                         counts = acc.categories[category] = CategoryCounts()
@@ -163,10 +192,6 @@ def _read_and_pack(
                     acc.extra_pieces += int(cont)
                     counts.tokens_in += n
                     counts.target_in += trained
-                    packing.packer(category).add(
-                        enc.ids[offset : offset + n], enc.mask[offset : offset + n], trained
-                    )
-                    offset += n
                 tokens += offset
                 now = time.perf_counter()
                 if now - last_postfix > 0.5:

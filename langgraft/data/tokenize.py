@@ -8,15 +8,15 @@ Special tokens are always inserted by id.
 
 Speed: a batch's texts are encoded in one call, never row by row (`langgraft.data.textenc`
 picks sentencepiece or the Rust tokenizer and checks they agree). With --workers N, JSON parsing,
-validation and encoding run in N processes that import neither transformers nor torch.
+validation and encoding run in N processes that import neither transformers nor torch
+(`langgraft.data.workers`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import os
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,13 @@ import numpy as np
 
 from langgraft.data import rows as rowlib
 from langgraft.data.sources import BAD_FILE, BAD_ROW, JSON_ROW, Item
-from langgraft.data.textenc import LightSpec, LightTextEncoder, TextEncoder, sentencepiece_model
+from langgraft.data.textenc import (
+    LONG_TEXT_CHARS,
+    LightSpec,
+    LightTextEncoder,
+    TextEncoder,
+    sentencepiece_model,
+)
 from langgraft.errors import UserError
 from langgraft.fsutil import sha256_file
 
@@ -107,6 +113,10 @@ class EncodedBatch:
     """(file index, line, reason, message, file_level), in input order."""
     samples: list[tuple[str, list[int]]] = field(default_factory=list)
     """(text, ids) a worker's sentencepiece produced, for the main process to check."""
+    long: dict[int, tuple[np.ndarray, str, tuple[int, int]]] = field(default_factory=dict)
+    """Accepted pretrain rows (by index in `categories`) whose target is longer than
+    LONG_TEXT_CHARS: (source ids, target text, (file index, line)), left for `Encoder.long_document` to stream into
+    the packer; their `lengths` and `trained` are 0 and `ids` holds none of their tokens."""
 
 
 class Encoder:
@@ -197,29 +207,62 @@ class Encoder:
         return rowlib.PretrainRow("", payload, self.spec.labels[file_idx])
 
     def _assemble_pretrain(self, good: list[Any], out: EncodedBatch) -> None:
-        texts = [r.target for _, _, r in good]
+        # A long target is not encoded here: the main process streams it (`long_document`).
+        short = [len(r.target) <= LONG_TEXT_CHARS for _, _, r in good]
+        texts = [r.target for (_, _, r), s in zip(good, short, strict=True) if s]
         src_rows = [i for i, (_, _, r) in enumerate(good) if r.source]
+        n_targets = len(texts)
         texts += [good[i][2].source for i in src_rows]
         enc = self.text.encode(texts)
-        sources = dict(zip(src_rows, enc[len(good) :], strict=True))
+        sources = dict(zip(src_rows, enc[n_targets:], strict=True))
+        targets = iter(enc[:n_targets])
         bos, eos, empty = _one(self.bos), _one(self.eos), np.zeros(0, np.int32)
         pieces: list[np.ndarray] = []
-        untrained: list[int] = []  # per row: BOS + source
+        untrained: list[int] = []  # per encoded row: BOS + source
+        trained: list[int] = []  # per encoded row: target + EOS
         for i, (file_idx, line, row) in enumerate(good):
-            target = enc[i]
+            source = sources.get(i, empty)
+            if not short[i]:
+                out.long[len(out.categories)] = (source, row.target, (file_idx, line))
+                out.trained.append(0)
+                out.lengths.append(0)
+                out.categories.append(row.category)
+                continue
+            target = next(targets)
             if not len(target):
                 out.problems.append(
                     (file_idx, line, "empty_target", "target is empty after tokenization", False)
                 )
                 continue
-            source = sources.get(i, empty)
             pieces += (bos, source, target, eos)
             untrained.append(1 + len(source))
+            trained.append(len(target) + 1)
             out.trained.append(len(target) + 1)
             out.lengths.append(len(source) + len(target) + 2)
             out.categories.append(row.category)
         out.ids = np.concatenate(pieces) if pieces else empty
-        out.mask = _mask(untrained, out.trained)
+        out.mask = _mask(untrained, trained)
+
+    def long_document(self, source: np.ndarray, text: str) -> Iterator[Any] | None:
+        """The (ids, mask) pieces of a pretrain row with a long target, encoded as they are
+        consumed (`TextEncoder.encode_long`): BOS + source untrained, then the target window by
+        window and EOS, trained. None if the target is empty after tokenization (the row is
+        rejected, as a short one would be). Runs in the main process (workers hand long texts
+        back unencoded), so memory holds one window's ids, not the document's."""
+        assert isinstance(self.text, TextEncoder)
+        windows = self.text.encode_long(text)
+        first = next((w for w in windows if len(w)), None)
+        if first is None:
+            return None
+
+        def pieces() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            head = np.concatenate([_one(self.bos), source])
+            yield head, np.zeros(len(head), np.uint8)
+            for w in itertools.chain([first], windows):
+                yield w, np.ones(len(w), np.uint8)
+            yield _one(self.eos), np.ones(1, np.uint8)
+
+        return pieces()
 
     def _assemble_chat(self, good: list[Any], out: EncodedBatch) -> None:
         assert self.template is not None
@@ -306,103 +349,3 @@ def _mask(untrained: list[int], trained: list[int]) -> np.ndarray:
     """Per row: `untrained` zeros then `trained` ones, concatenated."""
     counts = np.column_stack([untrained, trained]).ravel() if untrained else np.zeros(0, np.int64)
     return np.repeat(np.tile(np.array([0, 1], np.uint8), len(untrained)), counts)
-
-
-# --- worker processes -------------------------------------------------------------------------
-
-_WORKER: Encoder | None = None
-
-
-def _init_worker(spec: EncoderSpec, light: LightSpec | None) -> None:
-    # Each worker encodes single-threaded: N processes x all-core threads oversubscribe.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    global _WORKER
-    _WORKER = Encoder(spec, light)
-
-
-def _encode_in_worker(items: list[Item]) -> EncodedBatch:
-    assert _WORKER is not None
-    return _WORKER.encode(items)
-
-
-def _ready() -> None:
-    pass
-
-
-def _start_pool(stack: contextlib.ExitStack, workers: int, spec: EncoderSpec, light: Any) -> Any:
-    """A process pool, started now. ProcessPoolExecutor rather than multiprocessing.Pool: if a
-    worker dies, its futures fail (BrokenProcessPool) instead of waiting forever. "spawn", not
-    fork: a forked copy of a tokenizer that has used its thread pool can deadlock."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=mp.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(spec, light),
-    )
-    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-    for _ in range(workers):
-        pool.submit(_ready)  # start the processes while the main process encodes batch 1
-    return pool
-
-
-def encode_stream(
-    encoder: Encoder, batches: Iterable[list[Item]], workers: int
-) -> Iterator[EncodedBatch]:
-    """Encode batches in input order, in this process (workers=1: a background thread, one
-    batch ahead) or in a pool of processes.
-
-    The first batch is always encoded here, while the workers start: it settles which backend
-    encodes (see textenc). At most 2 x workers batches are in flight, so memory does not grow
-    with the input (`Pool.imap` would read the whole input ahead into its task queue).
-    """
-    from concurrent.futures.process import BrokenProcessPool
-
-    batches = iter(batches)
-    light = encoder.light_spec()
-    with contextlib.ExitStack() as stack:
-        pool = _start_pool(stack, workers, encoder.spec, light) if workers > 1 else None
-        first = next(batches, None)
-        if first is None:
-            return
-        out = encoder.encode(first)
-        if pool is not None and light is not None and encoder.light_spec() is None:
-            # sentencepiece was rejected on the first batch: the workers need tokenizer.json
-            pool.shutdown(wait=False, cancel_futures=True)
-            pool = _start_pool(stack, workers, encoder.spec, None)
-        yield out
-        if pool is None:
-            # One background thread encodes the next batch while this one packs the last:
-            # sentencepiece releases the GIL while it encodes, so the two overlap.
-            from concurrent.futures import ThreadPoolExecutor
-
-            thread = stack.enter_context(ThreadPoolExecutor(1))
-            ahead: deque[Any] = deque()
-            for batch in batches:
-                ahead.append(thread.submit(encoder.encode, batch))
-                if len(ahead) >= 2:
-                    yield ahead.popleft().result()
-            while ahead:
-                yield ahead.popleft().result()
-            return
-        pending: deque[Any] = deque()
-
-        def result() -> EncodedBatch:
-            try:
-                out = pending.popleft().result()
-            except BrokenProcessPool as e:
-                raise RuntimeError(
-                    f"a prepare worker process died ({e}); rerun with --workers 1 to see why"
-                ) from e
-            if isinstance(encoder.text, TextEncoder):
-                encoder.text.check_samples(out.samples)
-            return out
-
-        for batch in batches:
-            pending.append(pool.submit(_encode_in_worker, batch))
-            if len(pending) >= 2 * workers:
-                yield result()
-        while pending:
-            yield result()

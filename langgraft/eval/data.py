@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraft.errors import UserError
+from langgraft.fsutil import read_utf8
 
 LETTERS = "ABCD"
 
@@ -120,16 +121,15 @@ def read_csv_rows(path: Path, header: list[str] | None) -> Iterator[tuple[int, l
 
 
 def read_json(path: Path) -> Any:
+    """Any JSON value from a file (an eval file may hold a list); a missing, unreadable or
+    non-UTF-8 file is reported by `read_utf8`, bad JSON names the line."""
+    text = read_utf8(path, "data file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
     except RecursionError:
         raise UserError(f"{path}: JSON nested too deeply to read") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

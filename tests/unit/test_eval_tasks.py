@@ -208,6 +208,9 @@ def test_unknown_layouts(tmp_path: Path) -> None:
     (tmp_path / "2010-2022_Biology_MCQs.json").write_text("{not json")
     with pytest.raises(UserError, match=r"Biology_MCQs.json:1: invalid JSON"):
         load_task("gaokao", tmp_path)
+    (tmp_path / "2010-2022_Biology_MCQs.json").write_bytes(b'{"a": "\xe7\x94"}')  # cut UTF-8
+    with pytest.raises(UserError, match=r"Biology_MCQs.json: not UTF-8 text \(byte 0xe7 at 7\)"):
+        load_task("gaokao", tmp_path)
 
 
 def _as_ceval(root: Path) -> Path:

@@ -1,28 +1,61 @@
 """`langgraft chat`: two turns over stdin, the template exactly as in training data, one BOS,
-context-window trimming, commands, and where the template name comes from."""
+context-window trimming, commands, and where the template name comes from.
+
+The model is stories260K as the trainer exports it after a `prepare chat` (llama2) stage:
+`export_hf` with `export_meta`'s langgraft.json, which also writes the template as Jinja into
+tokenizer_config.json. Known answers: the exact prompt (string and pieces) for a fixed
+conversation, checked against transformers' apply_chat_template on the same directory, and the
+greedy reply, checked against transformers' generate."""
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from langgraft.__main__ import main
 from langgraft.chat import ChatSession, repl
 from langgraft.generate import GenerateOptions, SamplingOptions, load_model
-from langgraft.model.meta import write_meta
 from langgraft.templates import find_template_name, get_template
+
+# A fixed conversation and, by hand, its llama2 (Colossal) layout with its system prompt.
+HISTORY = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}]
+PROMPT = (
+    "<s>Be brief.\n\nHuman: <s>Hi!</s>Assistant: <s>Hello.</s>Human: <s>Who is Lily?</s>"
+    "Assistant: <s>"
+)
+# tok512's pieces for it as langgraft lays it out: every text part encoded alone (so "Human"
+# after "\n\n" has SentencePiece's dummy prefix "▁"), BOS/EOS inserted by id.
+PIECES = [
+    "<s>", "▁B", "e", "▁b", "ri", "e", "f", ".", "<0x0A>", "<0x0A>",
+    "▁H", "u", "m", "an", ":", "<s>", "▁H", "i", "!", "</s>",
+    "▁", "A", "s", "s", "is", "t", "an", "t", ":", "<s>", "▁He", "ll", "o", ".", "</s>",
+    "▁H", "u", "m", "an", ":", "<s>", "▁", "W", "h", "o", "▁", "is", "▁Lily", "?", "</s>",
+    "▁", "A", "s", "s", "is", "t", "an", "t", ":", "<s>",
+]  # fmt: skip
+# stories260K's greedy reply (12 tokens) to that prompt.
+REPLY = "Once upon a time, there was a little girl"
 
 
 @pytest.fixture(scope="module")
 def stories(stories: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("chat") / "stories260K"
-    shutil.copytree(stories, out)
-    write_meta(out, {"chat_template": "llama2"})
-    return out
+    """stories260K through the trainer's export (not a hand-written langgraft.json)."""
+    from transformers import AutoModelForCausalLM
+
+    from langgraft.distributed.checkpoint import export_hf
+    from langgraft.tokenizer.hf import load_tokenizer
+    from langgraft.train.exportmeta import export_meta
+
+    stage = SimpleNamespace(name="sft", data=[SimpleNamespace(path="sft-data", weight=1.0)])
+    plan = SimpleNamespace(stage=stage, index=0, total_steps=2)
+    meta = export_meta(SimpleNamespace(model=stories), plan, "llama2", {"global_step": 2, "tokens_seen": 128})  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(stories)
+    out = tmp_path_factory.mktemp("chat") / "export"
+    return export_hf(model, load_tokenizer(stories), out, {"recipe": "test"}, meta)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +70,7 @@ def session(loaded: tuple[object, object], **kw: object) -> ChatSession:
     )
 
 
-def test_two_turns_over_stdin(stories: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_two_turns_over_stdin(stories: Path, loaded: tuple[object, object], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     stdin = io.StringIO("Hi!\nWho is Lily?\n/exit\nnot read\n")
     monkeypatch.setattr("sys.stdin", stdin)
     rc = main(["chat", "--model", str(stories), "--greedy", "--max-new-tokens", "12"])
@@ -45,6 +78,12 @@ def test_two_turns_over_stdin(stories: Path, monkeypatch: pytest.MonkeyPatch, ca
     replies = capsys.readouterr().out.splitlines()
     assert len(replies) == 2 and all(r.strip() for r in replies)
     assert stdin.read() == "not read\n"  # stopped at /exit
+    # the template came from the export: the first reply is the greedy one for its layout
+    model, tok = loaded
+    prompt = get_template("llama2").render_prompt([{"role": "user", "content": "Hi!"}], tok)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=12)
+    assert replies[0] == tok.decode(out[0, len(prompt) :], skip_special_tokens=True).strip()
 
 
 def test_prompt_is_the_training_layout_with_one_bos(loaded: tuple[object, object]) -> None:
@@ -72,6 +111,34 @@ def test_prompt_is_the_training_layout_with_one_bos(loaded: tuple[object, object
     text = tok.decode(s.last_prompt_ids)
     assert text.count("Human:") == 2 and text.count("Assistant:") == 2
     assert s.turns[-1] == {"role": "assistant", "content": second}
+
+
+def test_known_prompt_and_reply_for_a_fixed_conversation(
+    stories: Path, loaded: tuple[object, object]
+) -> None:
+    from transformers import AutoTokenizer
+
+    model, tok = loaded
+    s = session(loaded, system="Be brief.")
+    s.turns = list(HISTORY)
+    reply = s.send("Who is Lily?", lambda t: None, lambda t: None)
+    assert tok.convert_ids_to_tokens(s.last_prompt_ids) == PIECES
+    assert reply == REPLY
+    # transformers' generate, greedy, from the same ids: the same reply
+    with torch.no_grad():
+        out = model.generate(torch.tensor([s.last_prompt_ids]), do_sample=False, max_new_tokens=12)
+    assert tok.decode(out[0, len(PIECES) :], skip_special_tokens=True).strip() == REPLY
+    # the export's own chat template (tokenizer_config.json) renders the same prompt; its ids
+    # differ only where two text parts meet ("\n\n" + "Human: ", one string for HF)
+    hf = AutoTokenizer.from_pretrained(stories)
+    msgs = s.messages([*HISTORY, {"role": "user", "content": "Who is Lily?"}])
+    assert hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == PROMPT
+    ids = hf.apply_chat_template(msgs, add_generation_prompt=True)["input_ids"]
+    got = hf.convert_ids_to_tokens(ids)
+    assert len(got) == len(PIECES)
+    assert [(i, a, b) for i, (a, b) in enumerate(zip(got, PIECES, strict=True)) if a != b] == [
+        (10, "H", "▁H")
+    ]
 
 
 def test_oldest_turns_are_dropped_and_said_so(loaded: tuple[object, object]) -> None:
