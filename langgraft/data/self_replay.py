@@ -116,7 +116,7 @@ def sample_documents(cfg: SelfReplayConfig, model: Any, tok: Any) -> list[dict[s
     """[{"text", "tokens", "finish", "heldout"}], exactly `cfg.tokens` tokens in all."""
     from tqdm import tqdm
 
-    from langgraft.generate import (
+    from langgraft.decoding import (
         SamplingOptions,
         completion_text,
         default_stop_ids,
@@ -176,8 +176,8 @@ def _write_jsonl(path: Path, docs: list[dict[str, Any]], category: str) -> None:
 
 def self_replay(cfg: SelfReplayConfig) -> dict[str, Any]:
     """Sample, split and write; returns the summary saved as self_replay.json."""
+    from langgraft.decoding import ModelOptions, load_model
     from langgraft.fsutil import atomic_output_dir, sha256_file
-    from langgraft.generate import ModelOptions, load_model
 
     cfg.validate()
     model, tok = load_model(ModelOptions(model=cfg.model, dtype=cfg.dtype, device=cfg.device))

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from langgraft.errors import UserError
+from langgraft.tokenizer.bytelevel_source import LLAMA3_PATTERN
+from langgraft.tokenizer.spmodel import BPE_MODEL, BYTE
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,8 @@ FIRST_CHECK = 256  # texts of the first batch compared in full
 # 6.8 GB), so a longer text is compared on its first MAX_CHECK_CHARS characters, both ways.
 MAX_CHECK_CHARS = 100_000
 # A text longer than this is encoded in windows of about this many characters, cut where the
-# tokenizer provably cannot segment across (see `safe_cut`), so its ids equal the whole text's.
+# tokenizer provably cannot segment across (see `safe_cuts`), so its ids equal the whole text's.
 LONG_TEXT_CHARS = 1 << 18
-# The GPT-4 / Llama-3 pre-tokenizer regex (see `_hf_splits_at_newlines`).
-LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 
 
 def sentencepiece_model(tokenizer: str | Path) -> Path | None:
@@ -77,12 +74,11 @@ def _sp_splits_at_newlines(model: Path) -> Any:
     except (OSError, RuntimeError, UserError):
         return None
     norm, trainer = proto.normalizer_spec, proto.trainer_spec
-    byte = 6  # ModelProto.SentencePiece.Type.BYTE
     if (
-        trainer.model_type != 2  # BPE
+        trainer.model_type != BPE_MODEL
         or norm.precompiled_charsmap
         or trainer.treat_whitespace_as_suffix
-        or any("\n" in p.piece and p.piece != "\n" for p in proto.pieces if p.type != byte)
+        or any("\n" in p.piece and p.piece != "\n" for p in proto.pieces if p.type != BYTE)
     ):
         return None
     import sentencepiece as spm
@@ -92,30 +88,19 @@ def _sp_splits_at_newlines(model: Path) -> Any:
 
 
 def _hf_splits_at_newlines(hf: Any) -> bool:
-    r"""Whether cutting after "
-    " (no "
-    " or "
-    " in the whitespace that follows) leaves
-        tokenizer.json's ids unchanged: no normaliser, the Llama-3 regex then byte-level without a
-        prefix space, BPE, and no added token that contains "
-    " or strips the whitespace to its left.
+    r"""Whether cutting after "\n" (no "\r" or "\n" in the whitespace that follows) leaves
+    tokenizer.json's ids unchanged: no normaliser, the Llama-3 regex then byte-level without a
+    prefix space, BPE, and no added token that contains "\n" or strips the whitespace to its left.
 
-        Why: BPE merges within a pre-token, so it is enough that the regex has a match boundary at
-        the cut and matches both sides alone as it matches them in the whole text. The match that
-        holds the "
-    " is one of ` ?[^\s\p{L}\p{N}]+[
-    ]*` (it ends after the newlines),
-        `\s*[
-    ]+` (it ends after the last newline of its whitespace run: the cut, as no newline
-        follows in that run) or a later `\s` alternative, which that one comes before; no other
-        alternative can hold "
-    " (`[^
-    \p{L}\p{N}]?` excludes it). So it ends at the cut, and it
-        is the same match whether or not the text goes on; matching after the cut looks only to the
-        right. GPT-2's pattern is not accepted: its `\s+(?!\S)` splits "
-
-    " differently at the end
-        of a text."""
+    Why: BPE merges within a pre-token, so it is enough that the regex has a match boundary at
+    the cut and matches both sides alone as it matches them in the whole text. The match that
+    holds the "\n" is one of ` ?[^\s\p{L}\p{N}]+[\r\n]*` (it ends after the newlines),
+    `\s*[\r\n]+` (it ends after the last newline of its whitespace run: the cut, as no newline
+    follows in that run) or a later `\s` alternative, which that one comes before; no other
+    alternative can hold "\n" (`[^\r\n\p{L}\p{N}]?` excludes it). So it ends at the cut, and it
+    is the same match whether or not the text goes on; matching after the cut looks only to the
+    right. GPT-2's pattern is not accepted: its `\s+(?!\S)` splits "\n\n" differently at the end
+    of a text."""
     import json
 
     spec = json.loads(hf.to_str())
@@ -140,13 +125,10 @@ def _hf_splits_at_newlines(hf: Any) -> bool:
 
 
 def safe_cuts(text: str, window: int, strict: bool) -> list[int]:
-    r"""Cut points of `text` for windows of about `window` characters: each just after a "
-    "
-        whose next character is not " " (strict, for tokenizer.json: the whitespace run that follows
-        holds no "
-    " or "
-    "). The last cut at or before each window's end, else the first after
-        it; a text with no such newline is not cut."""
+    r"""Cut points of `text` for windows of about `window` characters: each just after a "\n"
+    whose next character is not " " (strict, for tokenizer.json: the whitespace run that follows
+    holds no "\r" or "\n"). The last cut at or before each window's end, else the first after
+    it; a text with no such newline is not cut."""
     cuts: list[int] = []
     start, n = 0, len(text)
 

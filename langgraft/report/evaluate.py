@@ -43,7 +43,7 @@ class EvalPlan:
 
 
 def load_eval_model(model_dir: Path) -> tuple[Any, Any]:
-    from langgraft.generate import ModelOptions, load_model
+    from langgraft.decoding import ModelOptions, load_model
 
     # auto: fp32 on CPU (the demo), bf16 on a GPU (a 7B baseline given to `langgraft report`)
     return load_model(ModelOptions(model=Path(model_dir), dtype="auto", device="auto"))
@@ -59,13 +59,13 @@ def text_losses(model: Any, tok: Any, plan: EvalPlan) -> list[dict[str, Any]]:
 
 
 def generations(model: Any, tok: Any, plan: EvalPlan) -> list[dict[str, Any]]:
-    from langgraft.generate import (
+    from langgraft.decoding import (
         SamplingOptions,
         completion_text,
         default_stop_ids,
-        encode_prompt,
         generate_ids,
     )
+    from langgraft.generate import encode_prompt
 
     opts = SamplingOptions(max_new_tokens=plan.max_new_tokens, greedy=True)
     stop = default_stop_ids(model, tok)
