@@ -206,7 +206,8 @@ def split_corpora(a: dict[str, Path], out: Path, s: Scale) -> dict[str, Any]:
 
 
 def expand_tokenizer(base: Path, corpora: dict[str, Any], out: Path, s: Scale) -> dict[str, Any]:
-    from langgraft.tokenizer.expand import ExpandConfig, expand
+    from langgraft.tokenizer.config import ExpandConfig
+    from langgraft.tokenizer.expand import expand
     from langgraft.tokenizer.report import ReportConfig, compute, write_outputs
 
     d = corpora["dir"]
