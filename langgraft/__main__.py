@@ -28,7 +28,7 @@ COMMANDS: dict[str, str] = {
     "generate": "langgraft.generate",
     "chat": "langgraft.chat",
     "report": "langgraft.report.cli",
-    "demo": "langgraft.demo",
+    "demo": "langgraft.demo.cli",
 }
 
 

@@ -251,12 +251,16 @@ def build_expansion(
     intermediates = keep if cfg.intermediates is None else cfg.intermediates
     exp = Expander(proto, keep, cfg.target_size, intermediates)
     cands = listed_candidates(cfg)
-    for cand in tqdm(cands, desc="adding pieces", unit="piece", mininterval=1, leave=False):
+    for cand in tqdm(
+        cands, desc="adding pieces", unit="piece", mininterval=1, leave=False, disable=None
+    ):
         exp.offer(cand)
     n = len(cands)
     if cfg.learn_from and (cfg.target_size is None or len(proto.pieces) < cfg.target_size):
         learned = learned_candidates(cfg, exp, samples)
-        for cand in tqdm(learned, desc="adding learned", unit="piece", mininterval=1, leave=False):
+        for cand in tqdm(
+            learned, desc="adding learned", unit="piece", mininterval=1, leave=False, disable=None
+        ):
             exp.offer(cand)
         n += len(learned)
     return proto, exp, n

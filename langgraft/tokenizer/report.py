@@ -109,7 +109,9 @@ def measure(tok, texts: list[str], batch_size: int, desc: str) -> dict:
     vocab = tok.get_vocab()
     byte_ids = {i for piece, i in vocab.items() if piece.startswith("<0x") and len(piece) == 6}
     n_tok = n_byte = 0
-    with tqdm(total=len(texts), desc=desc, unit="sample", leave=False, mininterval=1) as bar:
+    with tqdm(
+        total=len(texts), desc=desc, unit="sample", leave=False, mininterval=1, disable=None
+    ) as bar:
         for batch, done in _batches(texts, batch_size):
             for ids in tok(batch, add_special_tokens=False)["input_ids"] if batch else []:
                 n_tok += len(ids)

@@ -1,5 +1,5 @@
 """What the demo's report says beyond any training report: the issue's targets, measured, and
-the checks the demo ran (old-token logits, self-replay settings). Used by `langgraft.demo`."""
+the checks the demo ran (old-token logits, self-replay settings). Used by `langgraft.demo.cli`."""
 
 from __future__ import annotations
 
