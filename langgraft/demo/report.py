@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from langgraft.demo.recipe import INJECTION_REPLAY, REPLAY_ZH
 from langgraft.report.document import Para, Section, Table
 
 
@@ -67,9 +68,11 @@ def demo_sections(summary: dict[str, Any]) -> list[Section]:
         f"are **self-replay**: {r['samples']:,} stories ({r['tokens']:,} tokens) sampled from "
         f"the imported model at temperature {r['config']['temperature']}, top-p "
         f"{r['config']['top_p']}, seed {r['config']['seed']}; "
-        f"{r['files']['heldout.jsonl']['samples']} of them are held out as the probe. The "
-        "'no replay' model repeats the last stage with the same budget on Chinese only, from "
-        "the same injection checkpoint."
+        f"{r['files']['heldout.jsonl']['samples']} of them are held out as the probe. "
+        f"Self-replay makes {INJECTION_REPLAY:.0%} of the injection rows and {1 - REPLAY_ZH:.0%} "
+        "of the replay rows. The 'no "
+        "replay' model is the control: from the same warm-up checkpoint, the injection and "
+        "replay stages with the same steps and learning rates on Chinese only."
     ), Para(
         f"Old-token logits after expansion: max |change| {lc['max_abs_diff']:.1e} over "
         f"{lc['tokens']} tokens of held-out English and the {lc['old_vocab']} old pieces; the "

@@ -50,6 +50,33 @@ def test_quick_demo_report_and_figures(demo: Path) -> None:
     assert "chance" in md and "loglik_acc" in md and "first_token_acc" in md
 
 
+def test_self_replay_fractions_are_what_the_trainer_draws(demo: Path) -> None:
+    """The recipe's mixtures, counted in the rows the trainer's own sampler gives each stage;
+    and the no-replay control sees no self-replay at all."""
+    import yaml
+
+    from langgraft.demo.recipe import INJECTION_REPLAY, REPLAY_ZH
+    from langgraft.train.data import PreparedDataset, StageSampler
+
+    recipe = yaml.safe_load((demo / "recipe.yaml").read_text(encoding="utf-8"))
+    rows_per_step = recipe["train"]["micro_batch_size"] * recipe["train"]["accumulation_steps"]
+    want = {"embeddings": 0.0, "injection": INJECTION_REPLAY, "replay": 1 - REPLAY_ZH}
+    for k, stage in enumerate(recipe["stages"]):
+        paths = [d["path"] for d in stage["data"]]
+        sampler = StageSampler(
+            [PreparedDataset(p) for p in paths], [d.get("weight", 1.0) for d in stage["data"]],
+            seed=recipe["seed"], stage=k, rows_per_step=rows_per_step,
+        )  # fmt: skip
+        taken = sampler.order(0)[: stage["steps"] * rows_per_step, 0]
+        english = [p.endswith("en-train") for p in paths]
+        share = float(sum(english[i] for i in taken) / len(taken))
+        assert share == pytest.approx(want[stage["name"]], abs=0.05), (stage["name"], share)
+    control = yaml.safe_load((demo / "recipe-no-replay.yaml").read_text(encoding="utf-8"))
+    assert [s["name"] for s in control["stages"]] == ["embeddings", "injection", "no-replay"]
+    for stage in control["stages"]:
+        assert all(d["path"].endswith("zh-train") for d in stage["data"])
+
+
 def test_report_command_with_a_model_baseline(demo: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     argv = ["report", str(demo / "run"), "--baseline", str(demo / "base"), "--out", str(out),
