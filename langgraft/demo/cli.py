@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langgraft.config import add_dataclass_args, from_namespace
+from langgraft.config import config_command, from_namespace
 from langgraft.demo.recipe import (
     FULL,
     QUICK,
@@ -169,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
-        name,
+    config_command(
+        sub, name, DemoConfig, run,
         help="the whole recipe on the real sample data in one command, with a report",
         description=(
             "stories260K (English TinyStories only) learns Chinese end to end on CPU: import, "
@@ -178,6 +178,4 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             "preparation, three training stages and a no-replay control, evaluation of every "
             "model side by side, and report.md + report.html with plots."
         ),
-    )
-    add_dataclass_args(p, DemoConfig)
-    p.set_defaults(func=run)
+    )  # fmt: skip

@@ -104,6 +104,8 @@ def train_together(jobs: dict[str, tuple[dict, Path]], log_dir: Path, timeout: f
                 if proc.poll() is None:
                     continue
                 del procs[name]
+                if out is not None:
+                    out.close()
                 if proc.returncode != 0:
                     where = "above" if out is None else f"in {log_dir / f'{name}.log'}"
                     raise UserError(f"training {name} ({jobs[name][1]}) failed: see {where}")
