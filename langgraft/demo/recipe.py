@@ -3,7 +3,6 @@ and the no-replay control. `train` runs a recipe through the real `langgraft tra
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,10 @@ REPLAY_ZH = 0.1
 
 
 def rows(data: Path) -> int:
-    """Packed rows of a prepared dataset (its manifest's buckets)."""
-    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
-    return sum(b["sequences"] for b in manifest["buckets"])
+    """Packed rows of a prepared dataset (checked against its manifest on open)."""
+    from langgraft.train.data import PreparedDataset
+
+    return sum(b.num_rows for b in PreparedDataset(data).buckets)
 
 
 def mix(main: Path, extra: Path, fraction: float) -> list[dict[str, Any]]:
@@ -134,7 +134,7 @@ def no_replay_recipe(recipe: dict, out: Path) -> dict:
     the main recipe's own (Chinese only; same seed, so the same weights: the demo checks the
     two warm-up exports are identical), then injection and replay with the same steps and
     learning rates on Chinese only."""
-    zh = [d for d in recipe["stages"][1]["data"] if d["path"].endswith("zh-train")]
     warmup, injection, replay = recipe["stages"]
+    zh = warmup["data"]  # the warm-up trains on the Chinese source alone
     stages = [warmup, dict(injection, data=zh), dict(replay, name="no-replay", data=zh)]
     return {**recipe, "out": str(out), "progress": False, "stages": stages}
