@@ -11,7 +11,8 @@ Model and optimizer go through DCP with `get_state_dict`/`set_state_dict`, which
 tensor by its unwrapped parameter name: a checkpoint written by one plugin and world size (DDP
 replicas, FSDP2 shards, TP x FSDP2 shards, one process) loads under any other, each rank reading
 only the pieces of its own shards, straight into the rank's own device (or CPU with offload).
-Everything else is small and read with `fsutil.load_tensors` (weights_only) or JSON.
+Everything else is small and read with `fsutil.load_tensors` (weights_only) or JSON; DCP's own
+pickles go through `safe_dcp` (the threat model is there): no checkpoint can run code.
 
 A checkpoint is written into a hidden temporary directory (rank 0 names it, every rank writes its
 shards and RNG state into it), fsynced and renamed into place; only then is `latest` replaced
@@ -192,20 +193,42 @@ def find_checkpoint(out: Path, resume: str) -> Path | None:
         path = Path(resume)
     if not (path / "trainer_state.json").is_file():
         raise UserError(f"{path}: not a complete langgraft checkpoint (no trainer_state.json)")
+    check_metadata(path)
     return path
+
+
+def check_metadata(path: Path) -> None:
+    """Refuse a checkpoint directory whose DCP metadata is missing, damaged or would run code,
+    before any model is loaded (safe_dcp). A HF model directory (no trainer_state.json) passes."""
+    from langgraft.distributed import safe_dcp
+
+    if not (path / "trainer_state.json").is_file():
+        return
+    if not (path / "dcp" / ".metadata").is_file():
+        raise UserError(f"{path}: no dcp/.metadata; not a checkpoint of this langgraft version")
+    safe_dcp.read_metadata(path / "dcp" / ".metadata")
 
 
 def _dcp_load(path: Path, state: dict[str, Any]) -> None:
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
-    if not (path / "dcp" / ".metadata").is_file():
-        raise UserError(f"{path}: no dcp/.metadata; not a checkpoint of this langgraft version")
+    from langgraft.distributed import safe_dcp
+
+    # Refused here, on every rank, before DCP would swallow the error into its fallbacks.
+    check_metadata(path)
     try:
-        dcp.load(state, checkpoint_id=str(path / "dcp"))
-    except Exception as e:  # DCP wraps per-rank failures in CheckpointException
-        first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+        dcp.load(state, storage_reader=safe_dcp.reader(path / "dcp"), planner=safe_dcp.planner())
+    except (Exception, CheckpointException) as e:  # a BaseException: per-rank failures
+        failures = getattr(e, "failures", {}) or {}
+        causes = [exc for exc, _trace in failures.values()] or [e]
+        refused = [c for c in causes if isinstance(c, UserError)]
+        if refused:  # safe_dcp refused a value: that message, not "does not fit"
+            raise UserError(f"{path / 'dcp'}: {refused[0]}") from None
+        first = str(causes[0]).strip().splitlines()[-1][:300] if str(causes[0]).strip() else ""
         raise UserError(
-            f"{path}: the checkpoint does not fit this model/layout ({first}); a vocabulary "
+            f"{path}: the checkpoint does not fit this model/layout "
+            f"({first or type(causes[0]).__name__}); a vocabulary "
             "padded for tp (plugin 3d) resumes only under the same tp"
         ) from None
 

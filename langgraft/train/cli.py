@@ -89,6 +89,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         raise UserError("--resume and --init-from exclude each other (full state vs weights)")
     out = Path(recipe.out)
     resume = ckpt.find_checkpoint(out, args.resume) if args.resume else None
+    if args.init_from:
+        ckpt.check_metadata(Path(args.init_from))  # before anything is loaded
     if args.resume == "auto" and resume is None:
         log.info("--resume auto: no checkpoint in %s yet; starting from the beginning", out)
     if main:  # refuse a run directory that holds another run before loading anything
