@@ -25,12 +25,9 @@ from typing import Any
 import torch
 
 from langgraft.distributed.dims import ParallelDims
+from langgraft.model.families import family_of
 
 log = logging.getLogger(__name__)
-
-_COLWISE = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj",
-            "mlp.up_proj")  # fmt: skip
-_ROWWISE = ("self_attn.o_proj", "mlp.down_proj")
 
 
 def decoder_layers(model: Any) -> Any:
@@ -113,9 +110,10 @@ def apply_tensor_parallel(model: Any, dims: ParallelDims) -> None:
             # after the TP hooks, so it sees the gathered logits
             model.get_output_embeddings().register_forward_hook(_mask_padded_logits(real))
         _allow_empty_input(model.get_output_embeddings(), mesh)
+    fam = family_of(model)  # the module names of this family's plan (model/families.py)
     plan = {
-        **dict.fromkeys(_COLWISE, ColwiseParallel()),
-        **dict.fromkeys(_ROWWISE, RowwiseParallel()),
+        **dict.fromkeys(fam.colwise, ColwiseParallel()),
+        **dict.fromkeys(fam.rowwise, RowwiseParallel()),
     }
     for layer in decoder_layers(model):
         parallelize_module(layer, mesh, plan)

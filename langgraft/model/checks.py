@@ -143,10 +143,13 @@ def _layers(names: set[str]) -> int:
 def check_model_dir(
     model_dir: str | Path, trust_remote_code: bool = False, remote_code_flag: bool = True
 ) -> dict[str, Any]:
-    """Raise a UserError unless `model_dir` holds a config and weights that agree; return the
-    config dict."""
+    """Raise a UserError unless `model_dir` holds a config of a supported family
+    (model/families.py) and weights that agree; return the config dict."""
+    from langgraft.model.families import family
+
     path = Path(model_dir)
     config = read_model_config(path, trust_remote_code, remote_code_flag)
+    family(config.get("model_type"), str(path / "config.json"))  # exact, or refused here
     if (path / "generation_config.json").is_file():  # transformers ignores a broken one silently
         read_json_object(path / "generation_config.json")
     found = weight_shapes(weight_files(path))

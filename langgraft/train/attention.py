@@ -14,6 +14,8 @@ pattern, built on the device from (B, L) int32 segment ids (never a dense mask o
   passed at all, which lets SDPA pick its flash kernels.
 
 Pads form their own block, so no softmax row is empty (no NaN) and no real token sees them.
+Sliding windows (mistral, qwen2/3 `layer_types`) are part of every mask, per layer type, as
+the family's own attention defines them (model/families.py).
 """
 
 from __future__ import annotations
@@ -60,36 +62,66 @@ def check_implementation(impl: str, device: torch.device, training: bool = True)
             )
 
 
-def additive_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, 1, L, L) additive mask on `segments`' device: 0 where query and key are in the same
-    segment and key <= query, the dtype's minimum elsewhere."""
+def _allowed(segments: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(B, L, L) bool: same segment, key <= query and, with a window, query - key < window
+    (HF's sliding_window_overlay; flash's window_size (w-1, w-1)). Within one document the
+    row offset equals the position offset, so the window is measured in row indices."""
     L = segments.shape[1]
-    causal = torch.ones(L, L, dtype=torch.bool, device=segments.device).tril_()
-    allowed = (segments[:, :, None] == segments[:, None, :]) & causal
+    idx = torch.arange(L, device=segments.device)
+    delta = idx[:, None] - idx[None, :]  # query - key
+    allowed = delta >= 0
+    if window is not None:
+        allowed = allowed & (delta < window)
+    return (segments[:, :, None] == segments[:, None, :]) & allowed
+
+
+def additive_mask(
+    segments: torch.Tensor, dtype: torch.dtype, window: int | None = None
+) -> torch.Tensor:
+    """(B, 1, L, L) additive mask on `segments`' device: 0 where query and key are in the same
+    segment, key <= query (and within the sliding window), the dtype's minimum elsewhere."""
     zero = torch.zeros((), dtype=dtype, device=segments.device)
     low = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=segments.device)
-    return torch.where(allowed, zero, low)[:, None]
+    return torch.where(_allowed(segments, window), zero, low)[:, None]
 
 
-def block_mask(segments: torch.Tensor) -> Any:
-    """flex_attention `BlockMask` of the block-causal pattern of `segments` (B, L)."""
+def block_mask(segments: torch.Tensor, window: int | None = None) -> Any:
+    """flex_attention `BlockMask` of the block-causal (windowed) pattern of `segments` (B, L)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     def same_document_causal(b: Any, h: Any, q: Any, kv: Any) -> Any:
         return (segments[b, q] == segments[b, kv]) & (q >= kv)
 
+    def same_document_window(b: Any, h: Any, q: Any, kv: Any) -> Any:
+        return (segments[b, q] == segments[b, kv]) & (q >= kv) & (q - kv < window)
+
     B, L = segments.shape
-    return create_block_mask(same_document_causal, B, None, L, L, device=segments.device)
+    fn = same_document_causal if window is None else same_document_window
+    return create_block_mask(fn, B, None, L, L, device=segments.device)
 
 
 def document_attention(
-    segments: torch.Tensor | None, impl: str, dtype: torch.dtype, causal_is_exact: bool
+    segments: torch.Tensor | None,
+    impl: str,
+    dtype: torch.dtype,
+    causal_is_exact: bool,
+    windows: tuple[tuple[str, int | None], ...] = (("all", None),),
 ) -> Any:
-    """The `attention_mask` argument for a HF model under `impl` (None: none is needed)."""
+    """The `attention_mask` argument for a HF model under `impl` (None: none is needed).
+
+    `windows` (model/families.py `attention_groups`) names the distinct per-layer patterns:
+    one ("all") gives one mask; several give the {layer type: mask} dict the family's forward
+    reads per layer. Flash kernels apply the window themselves (the attention module passes
+    its `sliding_window`), and with no mask at all HF builds its own windowed causal mask."""
     if segments is None or packs_rows(impl):
         return None
-    if impl == "flex_attention":
-        return block_mask(segments)
     if causal_is_exact:
         return None
-    return additive_mask(segments, dtype)
+    build = (lambda w: block_mask(segments, w)) if impl == "flex_attention" else (
+        lambda w: additive_mask(segments, dtype, w))  # fmt: skip
+    masks: dict[int | None, Any] = {}  # layer types that share a window share the mask
+    for _, w in windows:
+        if w not in masks:
+            masks[w] = build(w)
+    out = {key: masks[w] for key, w in windows}
+    return out["all"] if set(out) == {"all"} else out

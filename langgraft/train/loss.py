@@ -62,6 +62,8 @@ class MicroBatch:
     """Every row is one document without pads: plain causal attention needs no mask."""
     causal_pairs: int = 0
     """(query, key) pairs of block-causal attention, sum of n(n+1)/2 over documents (MFU)."""
+    windows: tuple[tuple[str, int | None], ...] = (("all", None),)
+    """The model's distinct attention patterns (model/families.py `attention_groups`)."""
 
     @property
     def num_tokens(self) -> int:
@@ -96,12 +98,13 @@ class Collator:
         attn_implementation: str = "sdpa",
         mask_dtype: Any = torch.float32,
         pad_to: int | None = None,
+        windows: tuple[tuple[str, int | None], ...] = (("all", None),),
     ) -> None:
         self.pad_id, self.impl, self.mask_dtype = pad_id, attn_implementation, mask_dtype
-        self.pad_to = pad_to
+        self.pad_to, self.windows = pad_to, windows
 
     def __call__(self, rows: list[Row]) -> MicroBatch:
-        return collate(rows, self.pad_id, self.impl, self.mask_dtype, self.pad_to)
+        return collate(rows, self.pad_id, self.impl, self.mask_dtype, self.pad_to, self.windows)
 
 
 def collate(
@@ -110,6 +113,7 @@ def collate(
     attn_implementation: str = "sdpa",
     mask_dtype: torch.dtype = torch.float32,
     pad_to: int | None = None,
+    windows: tuple[tuple[str, int | None], ...] = (("all", None),),
 ) -> MicroBatch:
     """Rows -> host tensors. Flash kernels get one concatenated row (varlen from position_ids);
     the others get right-padded rows with segment ids for their mask, at least `pad_to` wide
@@ -163,6 +167,7 @@ def collate(
         causal_pairs=int(
             sum((d * (d + 1) // 2).sum() for d in (r.doc_lens.astype(np.int64) for r in rows))
         ),
+        windows=windows,
     )
 
 
@@ -174,7 +179,7 @@ def model_inputs(mb: MicroBatch) -> dict[str, Any]:
         "use_cache": False,
     }
     mask = document_attention(
-        mb.segments, mb.attn_implementation, mb.mask_dtype, mb.causal_is_exact
+        mb.segments, mb.attn_implementation, mb.mask_dtype, mb.causal_is_exact, mb.windows
     )
     if mask is not None:
         kw["attention_mask"] = mask

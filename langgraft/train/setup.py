@@ -13,13 +13,12 @@ import torch
 
 from langgraft.errors import UserError
 from langgraft.model.checks import check_model_dir
+from langgraft.model.families import family_of
 from langgraft.train.data import PreparedDataset, StageSampler
 from langgraft.train.optim import warmup_steps_for
 from langgraft.train.recipe import Recipe, StageConfig
 
 log = logging.getLogger(__name__)
-
-EMBEDDING_MODULES = ("embed_tokens", "lm_head")
 
 
 def pick_device(recipe: Recipe) -> torch.device:
@@ -178,15 +177,15 @@ def configure_trainable(model: Any, stage: StageConfig) -> Any:
     if stage.lora_rank:
         from peft import LoraConfig, get_peft_model
 
-        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         cfg = LoraConfig(
             r=stage.lora_rank, lora_alpha=stage.lora_alpha, lora_dropout=0.0,
-            target_modules=targets, task_type="CAUSAL_LM",
+            target_modules=list(family_of(model).lora_targets), task_type="CAUSAL_LM",
         )  # fmt: skip
         return get_peft_model(model, cfg)
+    embeddings = family_of(model).embeddings
     for name, p in model.named_parameters():
         if stage.freeze_non_embeds_params:
-            p.requires_grad_(any(m in name.split(".") for m in EMBEDDING_MODULES))
+            p.requires_grad_(any(m in name.split(".") for m in embeddings))
         else:
             p.requires_grad_(True)
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -37,6 +37,7 @@ from langgraft.distributed.parallel import (
 )
 from langgraft.distributed.parallelize import clip_grad_norm
 from langgraft.errors import UserError
+from langgraft.model.families import attention_groups
 from langgraft.train.data import PreparedDataset
 from langgraft.train.evaluate import evaluate
 from langgraft.train.exportmeta import export_meta, stage_templates
@@ -116,7 +117,10 @@ class Trainer:
         self.tokens_seen = 0
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.precision)
         self.mask_dtype = amp or torch.float32
-        self.collate = Collator(pad_id, recipe.attn_implementation, self.mask_dtype)
+        # Each layer type's sliding window goes into the document masks (model/families.py).
+        windows = tuple(attention_groups(model.config).items())
+        self.collate = Collator(pad_id, recipe.attn_implementation, self.mask_dtype,
+                                windows=windows)  # fmt: skip
         self.loader: StepLoader | None = None
         if self.dims.fsdp and amp is not None:
             amp = None  # FSDP2's MixedPrecisionPolicy computes in bf16 (torchtitan: no autocast)
@@ -162,7 +166,8 @@ class Trainer:
             # One micro-batch shape per stage (its data's packed length): a width that changes
             # from step to step would make torch.compile recompile the layers.
             width = max(ds.max_length for ds in plan.sampler.sources)
-            self.collate = Collator(self.pad_id, self.collate.impl, self.mask_dtype, width)
+            self.collate = Collator(self.pad_id, self.collate.impl, self.mask_dtype, width,
+                                    self.collate.windows)  # fmt: skip
         self.loader = StepLoader(
             plan.sampler, self.collate, plan.stage.micro_batch_size, self.rank, self.world,
             pin_memory=self.device.type == "cuda",
