@@ -1,6 +1,7 @@
 """Filesystem helpers: the one output contract every command uses, and hashing.
 
-The contract (`atomic_output_dir`, `atomic_output_file`): nothing a user owns is destroyed.
+The contract (`atomic_output_dir`, `atomic_output_file`; `output_dir_in_place` for the demo):
+nothing a user owns is destroyed.
 - An output that is, contains or lies inside an input is refused (even with --overwrite).
 - Without --overwrite an existing output is refused (an empty directory is reused).
 - With --overwrite only a directory that langgraft wrote (it holds `.langgraft-output`) is
@@ -152,15 +153,27 @@ def _remove_stale_scratch(out: Path) -> None:
     for p in out.parent.glob(f".{name}.old-*"):
         if not (p.is_dir() and (p / MARKER).is_file()):
             continue
+        if out.is_dir() and not out.is_symlink() and _is_partial(out):
+            shutil.rmtree(out)  # an in-place run died over it: the old output comes back
         if out.exists() or out.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:  # died between moving the old output aside and publishing the new one
             p.rename(out)
 
 
-def _write_marker(directory: Path) -> None:
+def _write_marker(directory: Path, partial: bool = False) -> None:
     record = {"written_by": "langgraft", "pid": os.getpid(), "argv": sys.argv[1:]}
+    if partial:
+        record["partial"] = True
     (directory / MARKER).write_text(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _is_partial(directory: Path) -> bool:
+    """A directory `output_dir_in_place` was still writing when its process died."""
+    try:
+        return bool(json.loads((directory / MARKER).read_text()).get("partial"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @contextlib.contextmanager
@@ -188,6 +201,43 @@ def atomic_output_dir(
             _publish_dir(tmp, out, overwrite, given)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def output_dir_in_place(
+    out: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()
+) -> Iterator[Path]:
+    """The contract for an output whose files name their own absolute paths (the demo's recipe
+    and run directory, which later commands read), so it cannot be written elsewhere and
+    renamed: the same refusals as `atomic_output_dir`, the lock held for the whole run, and the
+    work done at `out` itself. An old output is moved aside (`.NAME.old-PID`) and comes back if
+    the run fails; the marker says `partial` until the block succeeds, so the next run into
+    `out` also puts the old output back after a SIGKILL."""
+    out = _absolute(out)
+    check_not_an_input(out, inputs)
+    _check_replaceable(out, overwrite, "dir")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        _remove_stale_scratch(out)
+        _check_replaceable(out, overwrite, "dir")
+        old = None
+        if out.is_dir() and any(out.iterdir()):
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+        elif out.is_dir():
+            out.rmdir()  # an empty directory is reused: made again below with the umask's mode
+        try:
+            out.mkdir(mode=0o777)
+            _write_marker(out, partial=True)
+            yield out
+            _write_marker(out)
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            if old is not None:
+                old.rename(out)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _publish_dir(tmp: Path, out: Path, overwrite: bool, given: PathLike) -> None:

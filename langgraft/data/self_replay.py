@@ -85,8 +85,8 @@ class SelfReplayConfig:
             raise UserError(f"--tokens {self.tokens}: must be at least 1")
         if not 0 <= self.heldout_fraction < 1:
             raise UserError(f"--heldout-fraction {self.heldout_fraction}: must be in [0, 1)")
-        if self.temperature <= 0:
-            raise UserError(f"--temperature {self.temperature}: must be > 0")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise UserError(f"--temperature {self.temperature}: must be a finite number > 0")
         if not 0 < self.top_p <= 1:
             raise UserError(f"--top-p {self.top_p}: must be in (0, 1]")
         if self.top_k < 0 or self.batch_size < 1 or self.min_tokens < 1 or self.seed < 0:
@@ -177,9 +177,12 @@ def _write_jsonl(path: Path, docs: list[dict[str, Any]], category: str) -> None:
 def self_replay(cfg: SelfReplayConfig) -> dict[str, Any]:
     """Sample, split and write; returns the summary saved as self_replay.json."""
     from langgraft.decoding import ModelOptions, load_model
-    from langgraft.fsutil import atomic_output_dir, sha256_file
+    from langgraft.fsutil import atomic_output_dir, check_output, sha256_file
 
     cfg.validate()
+    # The model is an input: --out must not be, contain or lie inside it; refused before the
+    # model is loaded and sampled (minutes), not after.
+    check_output(cfg.out, cfg.overwrite, [cfg.model])
     model, tok = load_model(ModelOptions(model=cfg.model, dtype=cfg.dtype, device=cfg.device))
     docs = sample_documents(cfg, model, tok)
     parts = {
@@ -197,7 +200,7 @@ def self_replay(cfg: SelfReplayConfig) -> dict[str, Any]:
         },
         "files": {},
     }
-    with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, cfg.overwrite, [cfg.model]) as tmp:
         for name, part in parts.items():
             _write_jsonl(tmp / f"{name}.jsonl", part, cfg.category)
             summary["files"][f"{name}.jsonl"] = {

@@ -47,7 +47,6 @@ from langgraft.demo.steps import (
     DEFAULT_ASSETS,
     MARKER,
     Timeline,
-    claim_out_dir,
     evaluate_all,
     expand_model,
     expand_tokenizer,
@@ -66,7 +65,8 @@ class DemoConfig:
     """The shared data directory (stories260K, the corpora, CMMLU); the default is looked for
     relative to the current directory, then to the repository root."""
     out: Path = Path("out/langgraft-demo")
-    """Output directory; a previous demo output there is replaced, anything else is refused."""
+    """Output directory (see docs/outputs.md): an existing one is refused unless --overwrite,
+    which replaces only a previous langgraft output."""
     quick: bool = False
     """The CI size: fewer tokens and steps (about a fifth of the training), a smaller vocabulary
     and CMMLU probe."""
@@ -74,17 +74,27 @@ class DemoConfig:
     """CMMLU questions per subject (default: 5, or 1 with --quick)."""
     progress: bool = True
     """Show the progress bars of the stages."""
+    overwrite: bool = False
+    """Replace a previous demo (or other langgraft) output at --out."""
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    from langgraft.fsutil import output_dir_in_place
+
+    a = find_assets(cfg.assets)
+    # In place, not in a scratch directory renamed at the end: the recipe, the run directories
+    # and their recipe.json name paths under --out, which `langgraft train`/`report` read later.
+    with output_dir_in_place(cfg.out, cfg.overwrite, a.values()):
+        return _run_demo(cfg, a, cfg.out)
+
+
+def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path) -> dict[str, Any]:
     from langgraft.demo.report import bits, demo_sections, targets, training_parts
     from langgraft.report.build import ReportInputs, write_report
 
     s = QUICK if cfg.quick else FULL
     limit = cfg.cmmlu_limit or s.cmmlu_limit
-    a = find_assets(cfg.assets)
-    out = cfg.out
-    claim_out_dir(out)
+    (out / MARKER).write_text(json.dumps({"status": "running"}) + "\n")
     clock = Timeline(9)
     with clock.step("import", "import stories260K (llama2.c) as a Hugging Face model") as n:
         base = import_base(a, out)

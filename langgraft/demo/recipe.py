@@ -107,8 +107,11 @@ def train_together(jobs: dict[str, tuple[dict, Path]], log_dir: Path, timeout: f
                 if out is not None:
                     out.close()
                 if proc.returncode != 0:
-                    where = "above" if out is None else f"in {log_dir / f'{name}.log'}"
-                    raise UserError(f"training {name} ({jobs[name][1]}) failed: see {where}")
+                    if out is not None:  # a failed demo's --out is removed: show the log now
+                        tail = (log_dir / f"{name}.log").read_text(errors="replace")
+                        print(f"--- {name}:\n" + "\n".join(tail.splitlines()[-30:]),
+                              file=sys.stderr)  # fmt: skip
+                    raise UserError(f"training {name} ({jobs[name][1]}) failed: see above")
             if time.monotonic() > deadline:
                 raise UserError(f"training did not finish in {timeout:.0f} s")
             time.sleep(0.5)

@@ -17,7 +17,7 @@ from langgraft.demo.recipe import Scale
 from langgraft.errors import UserError
 
 DEFAULT_ASSETS = Path("../shared/data")
-MARKER = "demo.json"  # marks a directory as the demo's own, so a re-run may replace it
+MARKER = "demo.json"  # the demo's figures and status (fsutil.MARKER marks the output as ours)
 ASSETS = {
     "checkpoint": "models/stories260K/stories260K.bin",
     "tokenizer": "models/stories260K/tok512.model",
@@ -79,18 +79,6 @@ def find_assets(root: Path) -> dict[str, Path]:
     if found is None:
         raise UserError(f"{' and '.join(map(str, roots))}: each holds only part of the demo assets")
     return {k: found / rel for k, rel in ASSETS.items()}
-
-
-def claim_out_dir(out: Path) -> None:
-    """Replace a previous demo output; refuse any other non-empty directory."""
-    if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file()):
-            raise UserError(
-                f"{out}: exists and is not a langgraft demo output; choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / MARKER).write_text(json.dumps({"status": "running"}) + "\n")
 
 
 def import_base(a: dict[str, Path], out: Path) -> Path:

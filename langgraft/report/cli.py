@@ -30,6 +30,9 @@ class ReportConfig:
     """A `langgraft tokenizer report --out` directory, for the compression chart."""
     max_rows: int = 64
     """With a model --baseline: held-out rows per category decoded and scored."""
+    overwrite: bool = False
+    """Replace an existing --out that a previous langgraft report wrote (any other directory is
+    refused)."""
 
 
 def _pairs(specs: list[str]) -> dict[str, Path]:
@@ -79,12 +82,31 @@ def last_export(run: Path) -> Path:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from langgraft.fsutil import atomic_output_dir, check_output
+
+    cfg = from_namespace(ReportConfig, args)
+    out = cfg.out or cfg.run / "report"
+    inputs = report_inputs(cfg)
+    check_output(out, cfg.overwrite, inputs)  # before any model is evaluated
+    with atomic_output_dir(out, cfg.overwrite, inputs) as tmp:
+        _write(cfg, tmp)
+    print(f"wrote {out}/report.md and {out}/report.html")
+    return 0
+
+
+def report_inputs(cfg: ReportConfig) -> list[Path | None]:
+    """What the report reads. The run directory's own files, not the directory: the default
+    --out is RUN/report, inside the run, and writing there touches none of them."""
+    run = cfg.run
+    read = [run / n for n in ("metrics.jsonl", "recipe.json", "summary.json", "export", "eval")]
+    return [*read, cfg.baseline, *_pairs(cfg.eval).values(), cfg.tokenizer_report]
+
+
+def _write(cfg: ReportConfig, out: Path) -> Path:
     from langgraft.report.build import ReportInputs, write_report
     from langgraft.report.evaluate import EvalPlan, evaluate_model
     from langgraft.report.inputs import load_run
 
-    cfg = from_namespace(ReportConfig, args)
-    out = cfg.out or cfg.run / "report"
     evals: dict[str, Path] = {}
     baseline = final = None
     if cfg.baseline is not None:
@@ -107,9 +129,7 @@ def run_report(args: argparse.Namespace) -> int:
         run=cfg.run, evals=evals, baseline=baseline, final=final,
         tokenizer_report=cfg.tokenizer_report,
     )  # fmt: skip
-    path = write_report(inputs, out)
-    print(f"wrote {path}/report.md and {path}/report.html")
-    return 0
+    return write_report(inputs, out)
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:

@@ -96,7 +96,7 @@ def evaluate_model(name: str, model_dir: Path, out: Path, plan: EvalPlan) -> Pat
         task = load_task(plan.mc_task, plan.mc_data)
         mc = evaluate_mc(model, tok, task, McOptions(limit=plan.mc_limit, mode="both"))
         mc = {"model": name, "model_path": str(Path(model_dir).resolve()), **mc}
-    with atomic_output_dir(out, overwrite=True) as tmp:
+    with atomic_output_dir(out, overwrite=True, inputs=[model_dir]) as tmp:
         (tmp / "eval.json").write_text(
             json.dumps({"name": name, "model": str(model_dir)}, indent=2) + "\n"
         )

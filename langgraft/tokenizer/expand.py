@@ -268,14 +268,22 @@ def build_expansion(
 
 def expand(cfg: ExpandConfig) -> dict:
     """Run the expansion and write the HF tokenizer directory; return the summary."""
+    from langgraft.fsutil import check_output
     from langgraft.tokenizer.bytelevel_source import is_bytelevel_source
 
     cfg.validate()
+    check_output(cfg.out, cfg.overwrite, expand_inputs(cfg))  # before any learning
     if is_bytelevel_source(Path(cfg.source)):
         from langgraft.tokenizer.expand_bytelevel import expand_bytelevel
 
         return expand_bytelevel(cfg)
     return expand_sentencepiece(cfg)
+
+
+def expand_inputs(cfg: ExpandConfig) -> list[Path]:
+    """Every file the expansion reads: --out may not be, contain or lie inside one of them."""
+    return [cfg.source, *cfg.pieces, *cfg.merge_sp, *cfg.learn_from, *cfg.held_out,
+            *cfg.check_corpus]  # fmt: skip
 
 
 def expand_sentencepiece(cfg: ExpandConfig) -> dict:
@@ -348,8 +356,7 @@ def expand_sentencepiece(cfg: ExpandConfig) -> dict:
         "held_out": held_fig,
         "sources": sources_record(cfg),
     }
-    inputs = [cfg.source, *cfg.pieces, *cfg.merge_sp, *cfg.learn_from, *cfg.check_corpus]
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=inputs) as tmp:
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=expand_inputs(cfg)) as tmp:
         write_hf_tokenizer(proto, tmp)
         write_record(tmp / "expansion.json", summary, exp.result)
     return summary

@@ -99,7 +99,7 @@ def write_output(result: ByteLevelResult, tmp: Any) -> None:
 def expand_bytelevel(cfg: Any) -> dict:
     from langgraft.fsutil import atomic_output_dir, sha256_file
     from langgraft.tokenizer.config import read_learning_text, sources_record
-    from langgraft.tokenizer.expand import Expansion
+    from langgraft.tokenizer.expand import Expansion, expand_inputs
     from langgraft.tokenizer.records import keep_cost, tokens_per_char, write_record
     from langgraft.tokenizer.sources import read_samples
 
@@ -162,7 +162,7 @@ def expand_bytelevel(cfg: Any) -> dict:
             "only %d pairs occur >= %d times: stopped at %d tokens (asked for %d)",
             len(result.added), cfg.min_count, final_size, cfg.target_size,
         )  # fmt: skip
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=expand_inputs(cfg)) as tmp:
         write_output(result, tmp)
         write_record(tmp / "expansion.json", summary, Expansion(added=result.added))
     return summary

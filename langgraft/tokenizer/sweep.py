@@ -10,7 +10,8 @@ truncated after its k-th piece is exactly what learning k pieces would give, sin
 greedy). Per size: tokens per character on each held-out corpus, embedding parameters added
 (rows x hidden size, twice for untied input and output embeddings), and the knee of the mean
 curve (the size farthest below the chord from the smallest to the largest size, as in Kneedle).
-Writes sweep.csv, sweep.json, sweep.md and sweep.png into --out.
+Writes sweep.csv, sweep.json, sweep.md and sweep.png into --out (written atomically; see
+docs/outputs.md).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class SweepConfig:
     tied_embeddings: bool = False
     """The model shares input and output embeddings (counts the new rows once)."""
     overwrite: bool = False
-    """Replace files in an existing --out directory."""
+    """Replace an existing --out that a previous langgraft run wrote (any other directory is
+    refused)."""
 
 
 def parse_sizes(spec: str) -> list[int]:
@@ -171,12 +173,12 @@ def sweep_tokenizers(cfg: SweepConfig, sizes: list[int]) -> tuple[int, dict[int,
 
 
 def sweep(cfg: SweepConfig) -> list[dict]:
+    from langgraft.fsutil import atomic_output_dir, check_output
     from langgraft.tokenizer.records import tokens_per_char
 
     sizes = parse_sizes(cfg.sizes)
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise UserError(f"{out}: output directory is not empty (pass --overwrite)")
+    inputs = [cfg.source, *cfg.learn_from, *cfg.held_out, *cfg.merge_sp, *cfg.pieces]
+    check_output(cfg.out, cfg.overwrite, inputs)  # before the learning
     n_src, toks, tail = sweep_tokenizers(cfg, sizes)
     sets = held_out_sets(cfg, tail)
     rows = []
@@ -198,7 +200,8 @@ def sweep(cfg: SweepConfig) -> list[dict]:
     k = knee([r["vocab_size"] for r in rows], [r["tokens_per_char_mean"] for r in rows])
     for i, r in enumerate(rows):
         r["knee"] = i == k
-    write_outputs(rows, out, list(sets))
+    with atomic_output_dir(cfg.out, cfg.overwrite, inputs) as tmp:
+        write_outputs(rows, tmp, list(sets))
     return rows
 
 

@@ -69,6 +69,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from langgraft.tokenizer import load_tokenizer
     from langgraft.train.data import tokenizer_identity
     from langgraft.train.recipe import load_recipe
+    from langgraft.train.resume import check_resume
     from langgraft.train.rundir import check_run_dir
     from langgraft.train.setup import load_model, pad_token_id, pick_device
     from langgraft.train.trainer import Trainer
@@ -93,6 +94,9 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         ckpt.check_metadata(Path(args.init_from))  # before anything is loaded
     if args.resume == "auto" and resume is None:
         log.info("--resume auto: no checkpoint in %s yet; starting from the beginning", out)
+    if resume is not None:  # a refused resume must not touch out/ (recipe.json, the lock)
+        check_resume(ckpt.read_recipe(resume), to_dict(recipe), ckpt.read_trainer_state(resume),
+                     dims.dp, str(resume))  # fmt: skip
     if main:  # refuse a run directory that holds another run before loading anything
         check_run_dir(out, to_dict(recipe), args.resume, resume, args.overwrite)
     # Per data-parallel rank RNG streams (NEFTune noise differs across dp ranks but must be the

@@ -11,11 +11,15 @@ deleted.
 - Two `train` processes on one `out/` cannot both write it: the first holds an exclusive
   `fcntl.flock` on `out/.langgraft-train.lock` (holding its pid) until it exits; the second is
   refused, naming that pid. The kernel drops the lock when the process dies, so a SIGKILLed run
-  leaves nothing stale behind.
+  leaves nothing stale behind; a run that ends removes the lock file (and an `out/` it created
+  and wrote nothing into).
+- A `--resume` that the checkpoint refuses (train/resume.py) is refused before `out/` is
+  touched: no recipe.json rewritten, no lock file, no new directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,30 +46,48 @@ def run_entries(out: Path) -> list[str]:
 
 
 class RunLock:
-    """An exclusive, non-blocking lock on a run directory, held until `release()` (or exit)."""
+    """An exclusive, non-blocking lock on a run directory, held until `release()` (or exit).
+
+    `release()` removes the lock file, and `out/` itself when this lock created it and the run
+    wrote nothing (a refused run leaves no trace)."""
 
     def __init__(self, out: Path) -> None:
         import fcntl
 
+        self._created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        self.path = out / LOCK_FILE
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 64, 0).decode("ascii", "replace").strip() or "?"
+        self.out, self.path = out, out / LOCK_FILE
+        while True:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(self._fd, 64, 0).decode("ascii", "replace").strip() or "?"
+                os.close(self._fd)
+                raise UserError(
+                    f"{out}: another `langgraft train` (pid {holder}) is writing this run "
+                    "directory; wait for it to finish or choose another out"
+                ) from None
+            # The holder before us may have unlinked the file between our open and our lock:
+            # lock the file that is there now, or two runs would hold different inodes.
+            try:
+                if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(self._fd)
-            raise UserError(
-                f"{out}: another `langgraft train` (pid {holder}) is writing this run "
-                "directory; wait for it to finish or choose another out"
-            ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
         if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # while still holding it: no one can lock it meanwhile
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = -1
+            if self._created:
+                with contextlib.suppress(OSError):
+                    self.out.rmdir()  # only if empty
 
 
 def _inside(path: Path, root: Path) -> bool:

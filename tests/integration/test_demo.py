@@ -101,5 +101,8 @@ def test_refuses_an_output_that_is_not_its_own(shared_data: Path, tmp_path: Path
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     assert main(["demo", "--quick", "--assets", str(shared_data), "--out", str(out)]) == 2
-    assert "not a langgraft demo output" in capsys.readouterr().err
+    assert "already exists (pass --overwrite" in capsys.readouterr().err
+    argv = ["demo", "--quick", "--assets", str(shared_data), "--out", str(out), "--overwrite"]
+    assert main(argv) == 2
+    assert "not written by langgraft" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "keep me"
