@@ -20,8 +20,10 @@ filesystem: checkpoints are written by every rank into one directory).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -42,6 +44,36 @@ _LOCAL = ("localhost", "127.0.0.1", "::1")
 _GRACE_S = 10.0
 
 
+# [user@]host: a DNS name or IPv4 address (letters, digits, '-', '_', '.'; no leading '-', so a
+# hostfile line can never become an ssh option such as -oProxyCommand=...), or an IPv6 address.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?{_LABEL}(?:\.{_LABEL})*\.?")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_host(host: str, where: str) -> str:
+    """`host` if it is a host name ssh and torchrun take as one; else a UserError at `where`."""
+    if _HOST.fullmatch(host):
+        return host
+    try:
+        ipaddress.IPv6Address(host.rpartition("@")[2])
+        return host
+    except ValueError:
+        pass
+    if host.startswith("-"):
+        why = "starts with '-' (ssh would read it as an option)"
+    elif ":" in host:
+        why = "a host name holds no port or slot count (use --nproc-per-node, --ssh-port)"
+    else:
+        why = "expected [user@]host: letters, digits, '-', '_' and '.'"
+    raise UserError(f"{where}: {host!r} is not a host name: {why}")
+
+
+def check_port(value: int | None, option: str) -> None:
+    if value is not None and not 1 <= value <= 65535:
+        raise UserError(f"{option} {value}: a TCP port is 1..65535")
+
+
 def read_hostfile(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -54,7 +86,7 @@ def read_hostfile(path: Path) -> list[str]:
             continue
         if len(text.split()) != 1:
             raise UserError(f"{path}:{n}: expected one host name per line, got {text!r}")
-        hosts.append(text)
+        hosts.append(check_host(text, f"{path}:{n}"))
     if not hosts:
         raise UserError(f"--hostfile {path}: no hosts listed")
     return hosts
@@ -68,9 +100,12 @@ def node_commands(args: argparse.Namespace, hosts: list[str]) -> list[list[str]]
     """The argv that runs node i (ssh ... for a remote host)."""
     env = {k: v for k, v in os.environ.items() if k.startswith(FORWARD_ENV_PREFIXES)}
     for item in args.env:
-        if "=" not in item:
-            raise UserError(f"--env {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
+        k, sep, v = item.partition("=")
+        if not sep or not _ENV_KEY.fullmatch(k):
+            raise UserError(
+                f"--env {item!r}: expected KEY=VALUE with KEY a variable name (letters, digits, "
+                "'_', not starting with a digit)"
+            )
         env[k] = v
     cmds = []
     for i, host in enumerate(hosts):
@@ -78,7 +113,7 @@ def node_commands(args: argparse.Namespace, hosts: list[str]) -> list[list[str]]
             args.python, "-m", "torch.distributed.run", "--nnodes", str(len(hosts)),
             "--node_rank", str(i), "--nproc_per_node", str(args.nproc_per_node),
             "--master_addr", hosts[0], "--master_port", str(args.master_port),
-            "-m", "langgraft", *args.command,
+            "-m", "langgraft", *args.job,
         ]  # fmt: skip
         if is_local(host):
             cmds.append(["env", *(f"{k}={v}" for k, v in sorted(env.items())), *torchrun])
@@ -132,11 +167,13 @@ def run_nodes(cmds: list[list[str]], hosts: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.command:
+    if not args.job:
         raise UserError("nothing to launch: put the langgraft command after --, e.g. "
                         "-- train --config R.yaml")  # fmt: skip
     if args.nproc_per_node < 1:
         raise UserError(f"--nproc-per-node {args.nproc_per_node}: must be >= 1")
+    check_port(args.master_port, "--master-port")
+    check_port(args.ssh_port, "--ssh-port")
     hosts = read_hostfile(args.hostfile)
     cmds = node_commands(args, hosts)
     if args.dry_run:
@@ -170,12 +207,14 @@ def register(subparsers: Any, name: str = "launch") -> None:
                    "CUDA_VISIBLE_DEVICES are forwarded already")  # fmt: skip
     p.add_argument("--dry-run", action="store_true",
                    help="print each node's command instead of running it")  # fmt: skip
-    p.add_argument("command", nargs=argparse.REMAINDER,
+    # dest "job", not "command": the top-level parser's "command" names the subcommand, which
+    # the one-line error prefix reads ("langgraft launch: error: ...").
+    p.add_argument("job", nargs=argparse.REMAINDER, metavar="COMMAND",
                    help="-- then the langgraft command, e.g. -- train --config R.yaml")  # fmt: skip
     p.set_defaults(func=_run_stripped)
 
 
 def _run_stripped(args: argparse.Namespace) -> int:
-    if args.command and args.command[0] == "--":
-        args.command = args.command[1:]
+    if args.job and args.job[0] == "--":
+        args.job = args.job[1:]
     return run(args)
