@@ -10,7 +10,8 @@ nothing a user owns is destroyed.
   the work succeeded; any failure removes the scratch directory.
 - A lock file beside the output (`.NAME.lock`, holding the pid) is held for the whole run, and
   the final rename re-checks what is there, so two runs into one output cannot both "succeed".
-- Directories are created with the permissions the umask allows (not mkdtemp's 0700).
+- Directories are created with the permissions the umask allows (not mkdtemp's 0700), and
+  files are given them at publish (safetensors writes 0600).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -143,6 +146,19 @@ def output_lock(out: Path) -> Iterator[Path]:
         os.close(fd)
 
 
+def _follow_umask(directory: Path) -> None:
+    """Give every file written into an output the mode the umask allows. Some writers create
+    files 0600 whatever the umask (safetensors' `save_file`, behind every `save_pretrained`),
+    which left model.safetensors unreadable to the group while its config.json was not."""
+    want = 0o666 & ~_umask()
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o666 != want:
+                os.chmod(path, want | (st.st_mode & 0o111 & ~_umask()))
+
+
 def _remove_stale_scratch(out: Path) -> None:
     """Scratch entries of runs that died without cleaning up (SIGKILL, power loss). Only called
     while holding the lock, so no live run owns them."""
@@ -198,6 +214,7 @@ def atomic_output_dir(
             os.chmod(tmp, 0o777 & ~_umask())
             _write_marker(tmp)
             yield tmp
+            _follow_umask(tmp)
             _publish_dir(tmp, out, overwrite, given)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -230,6 +247,7 @@ def output_dir_in_place(
             out.mkdir(mode=0o777)
             _write_marker(out, partial=True)
             yield out
+            _follow_umask(out)
             _write_marker(out)
         except BaseException:
             shutil.rmtree(out, ignore_errors=True)
@@ -310,6 +328,39 @@ def read_utf8(path: str | Path, what: str = "file") -> str:
         ) from None
     except OSError as e:
         raise UserError(f"{path}: cannot read the {what} ({e.strerror})") from None
+
+
+@contextlib.contextmanager
+def safetensors_write_errors(path: PathLike) -> Iterator[None]:
+    """Turn safetensors' SafetensorError from a failed write (a full disk:
+    `IoError(Os { code: 28, ... })`) into the OSError it wraps, naming `path`, so the CLI says
+    `PATH: No space left on device; free some space ...` instead of a traceback."""
+    try:
+        yield
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        found = re.search(r"\bcode: (\d+)", str(e))
+        if found:
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), str(path)) from None
+        raise UserError(f"{path}: cannot write the safetensors file ({e})") from None
+
+
+def not_utf8(path: str | Path, what: str = "file") -> UserError:
+    """The error for a file that is not UTF-8, naming the line and column of its first bad byte
+    (a text-mode reader decodes in blocks and knows neither)."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        return UserError(
+            f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at column {column}); a "
+            f"{what} is UTF-8 text"
+        )
+    return UserError(f"{path}: not UTF-8 text; a {what} is UTF-8 text")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -318,9 +318,10 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
             stats = {c: p.stats for c, p in packing.packers.items()}
             check_accounting(acc, stats, sum(f.rows for f in files))
             if not packing.stores:
+                counts = {**acc.rejected, **{f"{k} (files)": v for k, v in acc.bad_files.items()}}
                 raise UserError(
                     "no rows left to pack (rejected: "
-                    + ", ".join(f"{k} {v}" for k, v in sorted(acc.rejected.items()))
+                    + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                     + "); check the input"
                 )
             buckets, bins, written = _write_buckets(cfg, out, packing, template)

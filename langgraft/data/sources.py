@@ -168,6 +168,7 @@ def read_items(
         raw = _HashingRaw(f.path)
         line_no = 0
         last = 0
+        corrupt = False
         try:
             lines = _lines(raw, f.gz)
             items = (
@@ -184,14 +185,21 @@ def read_items(
                     last = raw.nbytes
                 yield item
         except (OSError, EOFError, zlib.error) as e:
-            # A truncated or corrupt gzip stream: the rows before it were read normally.
-            yield (idx, line_no + 1, BAD_FILE, ("corrupt_file", f"corrupt gzip data ({e})"))
+            # A truncated or corrupt gzip stream: the rows before it were read normally. One
+            # problem per file: a .gz that is not gzip at all is not also an "empty file".
+            corrupt = True
+            what = (
+                "not a valid gzip file"
+                if isinstance(e, gzip.BadGzipFile) and not f.rows
+                else "corrupt gzip data"
+            )
+            yield (idx, line_no + 1, BAD_FILE, ("corrupt_file", f"{what} ({e})"))
         raw.drain()
         f.sha256, f.bytes = raw.sha.hexdigest(), raw.nbytes
         raw.release()
         if progress is not None:
             progress.update(raw.nbytes - last)  # type: ignore[attr-defined]
-        if f.rows == 0:
+        if f.rows == 0 and not corrupt:
             yield (idx, 0, BAD_FILE, ("empty_file", "empty file (no rows); remove it"))
 
 

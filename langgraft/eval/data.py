@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraft.errors import UserError
-from langgraft.fsutil import read_utf8
+from langgraft.fsutil import not_utf8, read_utf8
 
 LETTERS = "ABCD"
 
@@ -61,6 +61,20 @@ class Subject:
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def check_scorable(subject: Subject, path: Path) -> None:
+    """A subset file none of whose rows can be scored is an error, not a subject silently
+    missing from the results (exit 0 with one benchmark part fewer)."""
+    if subject.questions:
+        return
+    if not subject.skipped:
+        raise UserError(f"{path}: no questions in this file; remove it or restore its rows")
+    why = ", ".join(f"{reason} {n}" for reason, n in sorted(subject.skipped.items()))
+    raise UserError(
+        f"{path}: none of its {sum(subject.skipped.values())} rows can be scored ({why}); the "
+        "protocol scores single-choice questions over A-D: fix the rows or remove the file"
+    )
 
 
 @dataclass
@@ -117,7 +131,7 @@ def read_csv_rows(path: Path, header: list[str] | None) -> Iterator[tuple[int, l
         except csv.Error as e:
             raise UserError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
         except UnicodeDecodeError:
-            raise UserError(f"{path}: not UTF-8 text") from None
+            raise not_utf8(path, "data file") from None
 
 
 def read_json(path: Path) -> Any:
@@ -134,26 +148,31 @@ def read_json(path: Path) -> Any:
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        f = path.open(encoding="utf-8")
+        f = path.open("rb")
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     with f:
-        line_no = 0
-        try:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
-                except RecursionError:
-                    raise UserError(f"{path}:{line_no}: JSON nested too deeply to read") from None
-                if not isinstance(obj, dict):
-                    raise UserError(f"{path}:{line_no}: expected a JSON object per line")
-                yield line_no, obj
-        except UnicodeDecodeError:
-            raise UserError(f"{path}:{line_no + 1}: not UTF-8 text") from None
+        # Bytes, decoded line by line: a text-mode file decodes ahead in blocks, so a bad byte
+        # on line 2 surfaced while line 1 was read, and was named as line 1.
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(
+                    f"{path}:{line_no}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1})"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
+            except RecursionError:
+                raise UserError(f"{path}:{line_no}: JSON nested too deeply to read") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{line_no}: expected a JSON object per line")
+            yield line_no, obj
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from langgraft.errors import UserError
 from langgraft.eval.data import read_jsonl
+from langgraft.fsutil import not_utf8
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def read_corpus(
         try:
             docs = [p.read_text(encoding="utf-8").replace("\r\n", "\n")]
         except UnicodeDecodeError:
-            raise UserError(f"{p}: not UTF-8 text") from None
+            raise not_utf8(p, "corpus") from None
         except OSError as e:
             raise UserError(f"{p}: cannot read ({e.strerror})") from None
     else:

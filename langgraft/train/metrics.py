@@ -44,17 +44,24 @@ def _replace_atomically(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, fsync it, rename it over `path`: a kill
     at any moment leaves either the old file or the new one, never a truncated one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (full disk) leaves no scratch file
 
 
 class MetricsLogger:
     def __init__(self, out: Path, tensorboard: bool, resume_step: int | None = None) -> None:
         self.path = out / "metrics.jsonl"
         out.mkdir(parents=True, exist_ok=True)
+        # A rewrite killed midway left its scratch file; this run holds out/'s lock
+        # (train/rundir.py), so no other process is writing one now.
+        for stale in out.glob(f".{self.path.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
         if resume_step is not None and self.path.exists():
             kept = _rows_up_to(self.path, resume_step)
             _replace_atomically(self.path, "".join(k + "\n" for k in kept))

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from langgraft.errors import UserError
-from langgraft.eval.data import LETTERS, MCQuestion, Subject, Task, clean, read_jsonl
+from langgraft.eval.data import (
+    LETTERS,
+    MCQuestion,
+    Subject,
+    Task,
+    check_scorable,
+    clean,
+    read_jsonl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,7 @@ def read_subset(path: Path, name: str) -> Subject:
             subject.skip(skip_reason(row) or "unscorable")
         else:
             subject.questions.append(q)
+    check_scorable(subject, path)
     return subject
 
 

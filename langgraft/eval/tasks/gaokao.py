@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.eval.data import LETTERS, MCQuestion, Subject, Task, read_json
+from langgraft.eval.data import LETTERS, MCQuestion, Subject, Task, check_scorable, read_json
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def read_subject(path: Path, name: str) -> Subject:
         subject.questions.append(
             MCQuestion(row["question"].strip(), (), LETTERS.index(letter), where)
         )
+    check_scorable(subject, path)
     return subject
 
 
