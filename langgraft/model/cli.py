@@ -1,4 +1,5 @@
-"""`langgraft model import-llama2c|expand`: see `langgraft.model.llama2c` and `.expand`."""
+"""`langgraft model import-llama2c|import-gguf|expand`: see `langgraft.model.llama2c`, `.gguf`
+and `.expand`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from langgraft.config import config_command, from_namespace
 from langgraft.model.expand import ExpandConfig
@@ -38,6 +40,34 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class ImportGgufConfig:
+    gguf: Path
+    """GGUF checkpoint of a LLaMA-family model (llama, mistral, qwen2, qwen3), any llama.cpp
+    quantization transformers can dequantize (e.g. SmolLM2-135M-Instruct.Q4_1.gguf)."""
+    out: Path
+    """Output Hugging Face model directory (written atomically)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Dtype of the saved (dequantized) weights."""
+    overwrite: bool = False
+    """Replace an existing output directory."""
+
+
+def run_import_gguf(args: argparse.Namespace) -> int:
+    from langgraft.fsutil import atomic_output_dir
+    from langgraft.model.gguf import import_gguf
+
+    cfg = from_namespace(ImportGgufConfig, args)
+    with atomic_output_dir(cfg.out, cfg.overwrite, inputs=[cfg.gguf]) as tmp:
+        meta = import_gguf(cfg.gguf, tmp, cfg.dtype)
+    src = meta["source"]
+    print(
+        f"{cfg.gguf} -> {cfg.out}: {meta['model_type']} ({src['name']}), "
+        f"{meta['n_params']:,} parameters, {cfg.dtype}"
+    )
+    return 0
+
+
 def run_expand(args: argparse.Namespace) -> int:
     from langgraft.model.expand import expand_model
 
@@ -53,7 +83,7 @@ def run_expand(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="import a llama2.c checkpoint; expand a model for a new tokenizer",
+        help="import a llama2.c or GGUF checkpoint; expand a model for a new tokenizer",
         description="Model import and embedding initialisation (stage 2).",
     )
     msub = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
@@ -65,6 +95,17 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             "Hugging Face LlamaForCausalLM directory: model.safetensors (fp32), config.json, "
             "generation_config.json (stops on EOS or BOS, as llama2.c's run.c), tokenizer files, "
             "langgraft.json."
+        ),
+    )  # fmt: skip
+    config_command(
+        msub, "import-gguf", ImportGgufConfig, run_import_gguf,
+        help="convert a GGUF checkpoint (llama.cpp, quantized) to a HF safetensors directory",
+        description=(
+            "Dequantize a llama.cpp GGUF checkpoint of a LLaMA-family model (llama, mistral, "
+            "qwen2, qwen3) into a Hugging Face directory: model.safetensors, config.json (no "
+            "quantization left), generation_config.json, the fast tokenizer rebuilt from the "
+            "file's vocabulary and merges, langgraft.json. Other architectures are refused "
+            "before anything is dequantized."
         ),
     )  # fmt: skip
     config_command(

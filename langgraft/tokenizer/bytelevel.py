@@ -152,7 +152,9 @@ def write_bytelevel_dir(src: ByteLevelSource, out: Path) -> None:
     for name, content in src.side_files.items():
         if name == "generation_config.json":
             continue  # belongs to a model, not to a tokenizer
-        (out / name).write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
+        if not isinstance(content, str):  # chat_template.jinja is text
+            content = json.dumps(content, indent=2, ensure_ascii=False)
+        (out / name).write_text(content, encoding="utf-8")
 
 
 # --- helpers for `model expand` ----------------------------------------------------------------

@@ -233,6 +233,10 @@ def from_hf_dir(path: Path, pattern: str | None) -> ByteLevelSource:
         f = Path(path) / name
         if f.is_file():
             side[name] = json.loads(f.read_text(encoding="utf-8"))
+    # transformers >= 5 saves the chat template beside tokenizer_config.json (SmolLM2, Qwen...)
+    template = Path(path) / "chat_template.jinja"
+    if template.is_file():
+        side[template.name] = template.read_text(encoding="utf-8")
     return ByteLevelSource(Path(path), "tokenizer.json", data, side)
 
 
