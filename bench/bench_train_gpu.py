@@ -71,7 +71,7 @@ def run(attn: str, a: argparse.Namespace) -> dict:
     )
     from langgraft.train.optim import build_optimizer, optimizer_step
     from langgraft.train.recipe import StageConfig
-    from langgraft.train.step import accumulate
+    from langgraft.train.step import accumulate, step_totals
 
     device = torch.device(a.device)
     check_implementation(attn, device)
@@ -102,7 +102,8 @@ def run(attn: str, a: argparse.Namespace) -> dict:
                  for i in range(0, len(batch), a.micro_batch)]  # fmt: skip
         sync()
         t0 = time.perf_counter()
-        loss, _, _ = accumulate(model, micro, device, autocast, dims=dims, categories=False)
+        loss, _, _, _ = step_totals(accumulate(model, micro, device, autocast, dims=dims),
+                                    device, dims, categories=False)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer_step(opt, sched)
         sync()

@@ -68,21 +68,26 @@ class ParallelDims:
             return self.zero >= 3
         return self.plugin not in _KEEP_GATHERED
 
+    # Slicing a DeviceMesh builds a new sub-mesh (host work, a tolist()) on every call: the
+    # sub-meshes are made once, when the mesh is (the step asks for dp_group every time).
+    _dp_mesh: Any = field(default=None, repr=False)
+    _tp_mesh: Any = field(default=None, repr=False)
+
     @property
     def dp_mesh(self) -> Any:
-        return None if self.mesh is None else self.mesh["dp"]
+        return self._dp_mesh
 
     @property
     def tp_mesh(self) -> Any:
-        return None if self.mesh is None or self.tp == 1 else self.mesh["tp"]
+        return None if self.tp == 1 else self._tp_mesh
 
     @property
     def dp_rank(self) -> int:
-        return 0 if self.mesh is None else self.mesh["dp"].get_local_rank()
+        return 0 if self._dp_mesh is None else self._dp_mesh.get_local_rank()
 
     @property
     def dp_group(self) -> Any:
-        return None if self.mesh is None else self.mesh["dp"].get_group()
+        return None if self._dp_mesh is None else self._dp_mesh.get_group()
 
     def build_mesh(self, device: torch.device) -> None:
         """The ("dp", "tp") mesh over the initialised process group (collective)."""
@@ -91,6 +96,7 @@ class ParallelDims:
         from torch.distributed.device_mesh import init_device_mesh
 
         self.mesh = init_device_mesh(device.type, (self.dp, self.tp), mesh_dim_names=("dp", "tp"))
+        self._dp_mesh, self._tp_mesh = self.mesh["dp"], self.mesh["tp"]
         log.info("layout: plugin %s, dp %d x tp %d", self.plugin, self.dp, self.tp)
 
 

@@ -106,6 +106,17 @@ def sum_int(value: int, device: torch.device, group: Any = None) -> int:
     return int(t.item())
 
 
+def sum_tensor(t: torch.Tensor, group: Any = None) -> torch.Tensor:
+    """`t` summed over the ranks of `group` in place, on its device: a collective, no host read
+    (none at all over a group of one rank: tp-only layouts)."""
+    if _distributed():
+        import torch.distributed as dist
+
+        if dist.get_world_size(group) > 1:
+            dist.all_reduce(t, group=group)
+    return t
+
+
 def sum_float(value: float, device: torch.device, group: Any = None) -> float:
     """Sum of a float over the ranks of `group` (float64 all-reduce, no pickling)."""
     if not _distributed():

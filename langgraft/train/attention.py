@@ -4,8 +4,10 @@ Packed rows hold several documents (`doc_lens`); attention must not cross them a
 restart at 0 in each. Each kernel gets the cheapest exact description of that block-causal
 pattern, built on the device from (B, L) int32 segment ids (never a dense mask on the host):
 
-- flash_attention_2 / _3: the micro-batch is one concatenated row without a mask; transformers
-  finds the documents from the position_ids resets and runs the varlen kernel (no L x L tensor).
+- flash_attention_2 / _3: the micro-batch is one concatenated row without a mask; the
+  collator computes the documents' `cu_seqlens` and longest length once per micro-batch on the
+  host and passes them (`cu_seq_lens_q/k`, `max_length_q/k`), so no layer rebuilds them from
+  position_ids with a nonzero() and two item() syncs; the varlen kernel needs no L x L tensor.
 - flex_attention: a `BlockMask` from `create_block_mask` over the segment ids; fully masked
   128 x 128 blocks are skipped, so cost follows the real per-document lengths.
 - sdpa / eager: an additive (B, 1, L, L) mask in the compute dtype (a boolean 4-D mask is
@@ -115,7 +117,10 @@ def document_attention(
     its `sliding_window`), and with no mask at all HF builds its own windowed causal mask."""
     if segments is None or packs_rows(impl):
         return None
-    if causal_is_exact:
+    if causal_is_exact and impl != "flex_attention":
+        # SDPA's causal kernels need no mask; transformers builds its own (windowed) one. Its
+        # packing check on the default positions costs one host read per forward (a flex
+        # block mask is always ours: no read).
         return None
     build = (lambda w: block_mask(segments, w)) if impl == "flex_attention" else (
         lambda w: additive_mask(segments, dtype, w))  # fmt: skip

@@ -64,10 +64,14 @@ class MicroBatch:
     """(query, key) pairs of block-causal attention, sum of n(n+1)/2 over documents (MFU)."""
     windows: tuple[tuple[str, int | None], ...] = (("all", None),)
     """The model's distinct attention patterns (model/families.py `attention_groups`)."""
+    cu_seqlens: torch.Tensor | None = None
+    """Flash varlen only: (documents + 1,) int32 document starts in the one packed row."""
+    max_seqlen: int = 0
+    """Flash varlen only: the longest document (a host int: the kernel needs no sync)."""
 
     @property
     def num_tokens(self) -> int:
-        return int(self.real_lengths.sum())
+        return int(self.real_lengths.numpy().sum())  # host-side lengths: never a device read
 
     @property
     def num_supervised(self) -> int:
@@ -168,7 +172,19 @@ def collate(
             sum((d * (d + 1) // 2).sum() for d in (r.doc_lens.astype(np.int64) for r in rows))
         ),
         windows=windows,
+        **_varlen(rows, attn_implementation),
     )
+
+
+def _varlen(rows: list[Row], impl: str) -> dict[str, Any]:
+    """Flash kernels: the document boundaries of the packed row, computed once per micro-batch
+    on the host, so no layer derives them from position_ids (transformers does that with a
+    nonzero() and two item() per layer when they are missing)."""
+    if not packs_rows(impl):
+        return {}
+    lens = np.concatenate([r.doc_lens for r in rows]).astype(np.int64)
+    cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    return {"cu_seqlens": torch.from_numpy(cu), "max_seqlen": int(lens.max())}
 
 
 def model_inputs(mb: MicroBatch) -> dict[str, Any]:
@@ -178,6 +194,13 @@ def model_inputs(mb: MicroBatch) -> dict[str, Any]:
         "position_ids": mb.position_ids,
         "use_cache": False,
     }
+    if mb.causal_is_exact:
+        # Positions are 0..L-1, the model's default; passing them would make transformers
+        # inspect them for packing (a host sync per forward).
+        del kw["position_ids"]
+    if mb.cu_seqlens is not None:
+        kw.update(cu_seq_lens_q=mb.cu_seqlens, cu_seq_lens_k=mb.cu_seqlens,
+                  max_length_q=mb.max_seqlen, max_length_k=mb.max_seqlen)  # fmt: skip
     mask = document_attention(
         mb.segments, mb.attn_implementation, mb.mask_dtype, mb.causal_is_exact, mb.windows
     )

@@ -105,10 +105,11 @@ class NoMetrics:
 
 class Throughput:
     """Tokens and model FLOPs per second over the steps since the last `rate()` call (excludes
-    eval and saves)."""
+    eval and saves). Steps are timed on the host without a device sync; the window is closed
+    on a logging step right after the step's values were read (which waits for the device), so
+    the sum of the step intervals covers the device's work of the window."""
 
     def __init__(self) -> None:
-        self.tokens = 0
         self.flops = 0.0
         self.seconds = 0.0
         self.flops_per_s = 0.0
@@ -118,17 +119,17 @@ class Throughput:
     def start(self) -> None:
         self._t0 = time.perf_counter()
 
-    def stop(self, tokens: int, flops: float = 0.0) -> None:
+    def stop(self, flops: float = 0.0) -> None:
         if self._t0 is not None:
             self.seconds += time.perf_counter() - self._t0
-            self.tokens += tokens
             self.flops += flops
             self._t0 = None
 
-    def rate(self) -> float:
-        r = self.tokens / self.seconds if self.seconds else 0.0
+    def rate(self, tokens: int) -> float:
+        """Tokens per second of the window (`tokens`: the window's tokens over every rank)."""
+        r = tokens / self.seconds if self.seconds else 0.0
         self.flops_per_s = self.flops / self.seconds if self.seconds else 0.0
-        self.tokens, self.flops, self.seconds = 0, 0.0, 0.0
+        self.flops, self.seconds = 0.0, 0.0
         return r
 
 

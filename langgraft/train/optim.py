@@ -48,13 +48,15 @@ def build_optimizer(
     model: torch.nn.Module, stage: StageConfig, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     groups = param_groups(model, stage)
-    fused = next(model.parameters()).is_cuda
+    # Fused on every device (CPU included): one kernel per device and dtype, and the only
+    # AdamW that takes `found_inf` on the device, so a non-finite step is skipped without a
+    # host sync (train/step.py DivergenceGuard).
     opt = torch.optim.AdamW(
         groups,
         lr=stage.lr,
         betas=(stage.adam_beta1, stage.adam_beta2),
         eps=stage.adam_eps,
-        fused=fused or None,
+        fused=True,
     )
     warmup = warmup_steps_for(stage, total_steps)
 

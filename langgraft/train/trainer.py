@@ -30,11 +30,7 @@ from tqdm import tqdm
 from langgraft.config import to_dict
 from langgraft.distributed import checkpoint as ckpt
 from langgraft.distributed.dims import ParallelDims
-from langgraft.distributed.parallel import (
-    data_parallel,
-    rank,
-    sum_int,
-)
+from langgraft.distributed.parallel import data_parallel, rank
 from langgraft.distributed.parallelize import clip_grad_norm
 from langgraft.errors import UserError
 from langgraft.model.families import attention_groups
@@ -56,7 +52,7 @@ from langgraft.train.optim import build_optimizer, optimizer_step
 from langgraft.train.recipe import Recipe
 from langgraft.train.resume import apply_resumed_hyper, check_resume
 from langgraft.train.setup import NeftHook, StagePlan, configure_trainable, plan_stage
-from langgraft.train.step import accumulate
+from langgraft.train.step import DivergenceGuard, accumulate, step_totals
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +113,8 @@ class Trainer:
         self.tokens_seen = 0
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.precision)
         self.mask_dtype = amp or torch.float32
+        self.guard = DivergenceGuard(device)
+        self._pending_tokens = torch.zeros((), dtype=torch.int64, device=device)
         # Each layer type's sliding window goes into the document masks (model/families.py).
         windows = tuple(attention_groups(model.config).items())
         self.collate = Collator(pad_id, recipe.attn_implementation, self.mask_dtype,
@@ -270,7 +268,8 @@ class Trainer:
         return _StageRun(optimizer, scheduler, scaler, neft, trainable, wrapped, bar)
 
     def _train_step(self, plan: StagePlan, run: _StageRun, metrics: MetricsLogger) -> float:
-        """One optimizer step over the step's global rows; returns its (global) loss."""
+        """One optimizer step over the step's global rows; returns its (global) loss on a
+        logging step, NaN on the others (their loss is never read on the host: step.py)."""
         recipe, stage, meter = self.recipe, plan.stage, self.meter
         meter.start()
         assert self.loader is not None
@@ -278,31 +277,48 @@ class Trainer:
         logged = (self.global_step + 1) % recipe.log_interval == 0 or (
             self.stage_step + 1 == plan.total_steps
         )
-        loss, supervised, cats = accumulate(
-            run.wrapped, micro, self.device, self.autocast, run.scaler, run.neft, self.dims, logged
+        res = accumulate(
+            run.wrapped, micro, self.device, self.autocast, run.scaler, run.neft, self.dims
         )
         if run.scaler is not None:
             run.scaler.unscale_(run.optimizer)
         clip = stage.grad_clip if stage.grad_clip > 0 else float("inf")
         grad_norm = clip_grad_norm(run.trainable, clip)
         lr = run.scheduler.get_last_lr()[0]
-        # A non-finite grad norm under fp16 is GradScaler's business (it skips the step).
-        if not math.isfinite(loss) or (run.scaler is None and not math.isfinite(grad_norm)):
-            raise UserError(self._diverged(plan, loss, grad_norm))
+        if run.scaler is None:  # under fp16 a non-finite step is GradScaler's business
+            self.guard.update(self.global_step + 1, grad_norm, res.row_sums)
+            self.guard.arm(run.optimizer)
         optimizer_step(run.optimizer, run.scheduler, run.scaler)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        tokens = sum_int(sum(mb.num_tokens for mb in micro), self.device, self.dims.dp_group)
-        meter.stop(tokens, self._device_flops(micro))
-        self.tokens_seen += tokens
+        self._pending_tokens += res.counts[1]
+        meter.stop(self._device_flops(micro))
         self.stage_step += 1
         self.global_step += 1
-        if self.global_step % recipe.log_interval == 0 or self.stage_step == plan.total_steps:
-            row = self._row(plan, loss, cats, lr, grad_norm, supervised, meter.rate())
+        loss = float("nan")
+        if logged:
+            self._check_diverged(plan)
+            loss, supervised, _, cats = step_totals(res, self.device, self.dims)
+            if not math.isfinite(loss):
+                raise UserError(self._diverged(plan, self.global_step, loss, float(grad_norm)))
+            window = self._flush_tokens()
+            row = self._row(plan, loss, cats, lr, float(grad_norm), supervised, meter.rate(window))
             metrics.write(row)
             run.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{row['tok_s']:,.0f}")
         run.bar.update(1)
         return loss
+
+    def _flush_tokens(self) -> int:
+        """Add the tokens of the steps since the last flush to `tokens_seen` (one host read);
+        returns how many they were."""
+        n = int(self._pending_tokens.item())
+        self._pending_tokens.zero_()
+        self.tokens_seen += n
+        return n
+
+    def _check_diverged(self, plan: StagePlan) -> None:
+        bad = self.guard.check()
+        if bad is not None:
+            step, loss_sum, norm = bad
+            raise UserError(self._diverged(plan, step, loss_sum, norm))
 
     def _end_stage(
         self, plan: StagePlan, run: _StageRun, metrics: MetricsLogger, saved_at: int
@@ -364,12 +380,13 @@ class Trainer:
                  ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("eval/")))  # fmt: skip
         return row
 
-    def _diverged(self, plan: StagePlan, loss: float, grad_norm: float) -> str:
+    def _diverged(self, plan: StagePlan, step: int, loss: float, grad_norm: float) -> str:
         latest = ckpt.find_checkpoint(self.out, "auto") if self.main else None
+        stage_step = self.stage_step - (self.global_step - step)
         return (
-            f"stage {plan.stage.name!r} step {self.stage_step + 1} (global step "
-            f"{self.global_step + 1}): loss {loss}, gradient norm {grad_norm}: training "
-            "diverged; stopped before applying this step (no export). Last good checkpoint: "
+            f"stage {plan.stage.name!r} step {stage_step} (global step {step}): loss "
+            f"{loss}, gradient norm {grad_norm}: training diverged; no update was applied "
+            "from this step on (no export). Last good checkpoint: "
             f"{latest or 'none yet'}. Lower the learning rate, or use bf16 instead of fp16"
         )
 
@@ -385,6 +402,8 @@ class Trainer:
             )
 
     def _save(self, plan: StagePlan, optimizer: Any, scheduler: Any, scaler: Any) -> None:
+        self._check_diverged(plan)  # never a checkpoint of a run whose updates stopped
+        self._flush_tokens()
         self._check_finite_weights("checkpoint")
         path = ckpt.save_checkpoint(
             self.out / "checkpoints", self.global_step, self.model, optimizer, scheduler, scaler,

@@ -26,7 +26,7 @@ from langgraft.train.loss import (
 from langgraft.train.optim import lr_at, param_groups, warmup_steps_for
 from langgraft.train.recipe import StageConfig
 from langgraft.train.setup import pad_token_id
-from langgraft.train.step import accumulate
+from langgraft.train.step import accumulate, step_totals
 
 torch.set_num_threads(1)
 
@@ -179,11 +179,11 @@ def test_loss_is_token_weighted_across_accumulated_micro_batches() -> None:
     rows = [packed_row([doc(rng, 40)]), packed_row([doc(rng, 5)])]  # 39 vs 4 supervised
     ctx = __import__("contextlib").nullcontext
     a = tiny("sdpa")
-    loss_a, n_a, _ = accumulate(
-        a, [collate(rows[:1], 0), collate(rows[1:], 0)], torch.device("cpu"), ctx
-    )
+    cpu = torch.device("cpu")
+    res_a = accumulate(a, [collate(rows[:1], 0), collate(rows[1:], 0)], cpu, ctx)
+    loss_a, n_a, _, _ = step_totals(res_a, cpu)
     b = tiny("sdpa")
-    loss_b, n_b, _ = accumulate(b, [collate(rows, 0)], torch.device("cpu"), ctx)
+    loss_b, n_b, _, _ = step_totals(accumulate(b, [collate(rows, 0)], cpu, ctx), cpu)
     assert n_a == n_b == 43
     assert loss_a == pytest.approx(loss_b, rel=1e-6)
     torch.testing.assert_close(_grads(a), _grads(b), rtol=1e-5, atol=1e-7)

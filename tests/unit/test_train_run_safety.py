@@ -233,3 +233,39 @@ def test_resume_refuses_a_checkpoint_file_that_holds_a_pickle_payload(setup, cap
     captured = capsys.readouterr()
     assert f"refusing to unpickle {mid / 'scheduler.pt'}" in captured.err
     assert "code ran" not in captured.out + captured.err
+
+
+def test_divergence_between_logging_steps_stops_updates_on_the_device(setup, capsys) -> None:
+    """log_interval 3: the host reads nothing on steps 1-2, so the non-finite step 2 is caught
+    on the device (its update and every later one skipped by the fused AdamW) and reported at
+    step 3 naming step 2."""
+    out = setup["t"] / "run-nan-quiet"
+    cfg = recipe(setup, out, steps=6, lr=100.0)
+    text = cfg.read_text().replace("save_interval: 1", "save_interval: 0")
+    cfg.write_text(text + "log_interval: 3\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "(global step 2)" in err and "no update was applied from this step on" in err, err
+    assert not (out / "export").exists() and not (out / "checkpoints").exists()
+
+
+def test_the_guard_keeps_the_weights_of_the_last_good_step() -> None:
+    from langgraft.train.step import DivergenceGuard
+
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.AdamW([p], lr=0.1, fused=True)
+    guard = DivergenceGuard(torch.device("cpu"))
+    history = []
+    for step, scale in enumerate([1.0, float("nan"), 1.0, 1.0], start=1):
+        (p * scale).sum().backward()
+        norm = torch.nn.utils.get_total_norm([p.grad])
+        guard.update(step, norm, torch.zeros(1))
+        guard.arm(opt)
+        opt.step()
+        opt.zero_grad()
+        history.append(p.detach().clone())
+    assert not torch.equal(history[0], torch.ones(4))  # step 1 applied
+    assert all(torch.equal(h, history[0]) for h in history[1:])  # nothing after step 2
+    assert int(opt.state[p]["step"]) == 1
+    bad = guard.check()
+    assert bad is not None and bad[0] == 2 and math.isnan(bad[2])
