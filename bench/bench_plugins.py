@@ -7,8 +7,10 @@ Every plugin runs the real code path — `parallel_dims` -> `parallelize` (FSDP2
 group of one where the plugin shards; CPU offload for zero2_cpu/gemini_auto) -> the trainer's
 `accumulate` + AdamW — in its own subprocess (clean CUDA memory statistics), on random weights
 and random tokens (the shape, not the values, sets speed and memory). It prints tok/s, the ratio
-to plugin none measured in the same run, MFU (6 N + 12 L d s FLOPs per token over the GPU's bf16
-dense peak), torch.cuda.max_memory_allocated and the `--plan` estimate for the same layout.
+to plugin none measured in the same run, MFU (train/metrics.py's convention and peak table, the
+trainer's: 6 x matmul weights incl. lm_head x tokens + 12 x layers x d_attn x causal pairs, over
+the GPU's dense bf16 peak; "n/a" on a GPU the table does not know), torch.cuda.max_memory_allocated
+and the `--plan` estimate for the same layout.
 Needs a GPU; `--device cpu` (tiny shapes) only checks that every plugin's path runs before a
 lent GPU's minutes are spent on it: its figures mean nothing (the CPU check of `--plan` is
 tests/distributed/test_plan.py).
@@ -26,7 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ("none", "zero2", "gemini", "zero2_cpu", "gemini_auto")
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12}
 
 
 def shape(args: argparse.Namespace) -> dict:
@@ -47,6 +48,7 @@ def one(args: argparse.Namespace) -> dict:
     from langgraft.distributed.plan import plan_memory
     from langgraft.train.data import Row
     from langgraft.train.loss import collate
+    from langgraft.train.metrics import attention_dim, matmul_params, peak_flops, training_flops
     from langgraft.train.optim import build_optimizer
     from langgraft.train.recipe import recipe_from_dict
     from langgraft.train.step import accumulate
@@ -93,13 +95,14 @@ def one(args: argparse.Namespace) -> dict:
         sync()
         if step >= 2:  # warm-up: allocator, kernels
             times.append(time.perf_counter() - t)
-    tok_s = args.batch * args.seq / (sum(times) / len(times))
-    n_emb = cfg.vocab_size * cfg.hidden_size
-    n = sum(p.numel() for p in model.parameters()) - n_emb
-    flops = 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq
+    step_s = sum(times) / len(times)
+    tok_s = args.batch * args.seq / step_s
+    pairs = sum(mb.causal_pairs for mb in micro)  # every step has the same shape
+    flops = training_flops(matmul_params(model), args.batch * args.seq, pairs,
+                           cfg.num_hidden_layers, attention_dim(cfg))  # fmt: skip
     name = torch.cuda.get_device_name() if cuda else "cpu (smoke run: figures meaningless)"
-    peak = next((v for k, v in PEAK_BF16.items() if k in name), 0.0)
-    return {"plugin": plugin, "tok_s": tok_s, "mfu": tok_s * flops / peak if peak else 0.0,
+    peak = peak_flops(device)
+    return {"plugin": plugin, "tok_s": tok_s, "mfu": flops / step_s / peak if peak else None,
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
             "plan_gib": plan.peak / 2**30, "device": name, "torch": torch.__version__}  # fmt: skip
 
@@ -144,7 +147,8 @@ def main() -> int:
     print(f"{'plugin':<12}{'tok/s':>10}{'vs none':>9}{'MFU':>7}{'peak GiB':>10}{'plan GiB':>10}")
     for r in results:
         ratio = f"{r['tok_s'] / base:.2f}" if base else "-"
-        print(f"{r['plugin']:<12}{r['tok_s']:>10,.0f}{ratio:>9}{r['mfu']:>7.1%}"
+        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
+        print(f"{r['plugin']:<12}{r['tok_s']:>10,.0f}{ratio:>9}{mfu:>7}"
               f"{r['peak_gib']:>10.2f}{r['plan_gib']:>10.2f}")  # fmt: skip
     return 0 if len(results) == len(args.plugins) else 1
 

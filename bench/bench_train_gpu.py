@@ -7,10 +7,10 @@
 It runs the trainer's own pieces, not a copy: `parallelize` (compile per layer), `Collator` +
 `accumulate` (document masks, chunked loss), clipping and `optimizer_step`. The data are random
 tokens packed into rows of 4,096 with documents of Zipf-like lengths (mean ~900 tokens), so
-attention is block-causal as in real packed pretraining. MFU follows train/metrics.py's
-convention (printed below the figures): 6 x matmul weights (lm_head over the 69,104 vocabulary
-included) x tokens + 12 x layers x d_attn x causal pairs at the real per-document lengths, over
-the dense bf16 peak. Kernels that are not installed (flash_attn) are reported as missing.
+attention is block-causal as in real packed pretraining. MFU is train/metrics.py's, the trainer's
+(convention and peak table; printed below the figures): 6 x matmul weights (lm_head over the
+69,104 vocabulary included) x tokens + 12 x layers x d_attn x causal pairs at the real
+per-document lengths, over the dense bf16 peak ("n/a" on a GPU the table does not know). Kernels that are not installed (flash_attn) are reported as missing.
 
 Device time: ~1 min per compiled kernel variant (compile + 9 steps) plus start-up, ~3-4 min for
 the default three (flash is skipped in seconds when flash_attn is absent). Run it in the
@@ -121,7 +121,7 @@ def run(attn: str, a: argparse.Namespace) -> dict:
         "attn": attn, "shape": a.shape, "params": sum(p.numel() for p in model.parameters()),
         "seq": a.seq, "micro_batch": a.micro_batch, "accum": a.accum,
         "compile": not a.no_compile, "tok_s": tokens / secs, "tflops_s": flops / secs / 1e12,
-        "mfu": flops / secs / peak if peak else None, "peak_tflops": peak / 1e12,
+        "mfu": flops / secs / peak if peak else None, "peak_tflops": peak / 1e12 if peak else None,
         "max_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0,
         "loss_first_last": [losses[0], losses[-1]],
     }  # fmt: skip

@@ -4,10 +4,13 @@ the timeline that was lost), so the file always tells one history."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,25 +136,85 @@ class Throughput:
         return r
 
 
-# MFU convention (written next to every figure): model FLOPs of forward + backward =
-#   6 x (weights of every matmul, lm_head over the whole expanded vocabulary included, the
-#        embedding lookup excluded) x tokens
-# + 12 x layers x (heads x head_dim) x causal pairs, pairs = sum over documents of n(n+1)/2
-#   (QK^T and AV, 2 FLOPs per multiply-add, backward = 2x forward), at the real per-document
-#   lengths: the work a block-causal kernel must do, not the masked L x L that sdpa computes.
-# Frozen weights (an embeddings-only stage) and activation recomputation are not discounted
-# or added (PaLM's model FLOPs). MFU = those FLOPs per second per device / the device's dense
-# bf16 peak.
-PEAK_BF16_DENSE = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "H20": 148e12,
-                   "A100": 312e12, "A800": 312e12, "L40S": 181e12, "A10G": 125e12}  # fmt: skip
+# MFU convention, the one used by the trainer and every bench (docs/train.md states it):
+# model FLOPs of one forward + backward, per token and matmul weight (lm_head over the whole
+# expanded vocabulary included, tied or not; the embedding lookup is no matmul):
+#   forward 2 + gradient of the input 2 + gradient of the weight 2 = 6 for a trainable weight,
+#   4 for a frozen one: autograd computes no weight gradient for it (an embeddings-only stage,
+#   LoRA's base weights), but the gradient still passes through it to the trainable embeddings
+#   or adapters below. (Frozen weights with nothing trainable below them cost only 2, e.g. LoRA's
+#   first layer; we count 4, an over-count of at most 1/layers of the frozen part.)
+# + attention 12 x layers x (heads x head_dim) x causal pairs, pairs = sum over documents of
+#   n(n+1)/2 (QK^T and AV, 2 FLOPs per multiply-add, backward = 2x forward) at the real
+#   per-document lengths: the work a block-causal kernel must do, not the masked L x L that sdpa
+#   computes. Activation recomputation is not added (PaLM's model FLOPs, not hardware FLOPs).
+# MFU = those FLOPs per second per device / the device's dense bf16 peak (below); no MFU at all
+# on a device the table does not know.
+
+PEAK_BF16_DENSE: dict[str, float] = {
+    # NVIDIA H100 Tensor Core GPU datasheet: BF16 Tensor Core 1,979 (SXM) / 1,513 (PCIe) /
+    # 1,671 (NVL) TFLOPS "with sparsity"; dense is half of each.
+    "H100 SXM": 1979e12 / 2,
+    "H100 PCIe": 1513e12 / 2,
+    "H100 NVL": 1671e12 / 2,
+    # NVIDIA H200 Tensor Core GPU datasheet: 1,979 (SXM) / 1,671 (NVL) TFLOPS with sparsity.
+    "H200 SXM": 1979e12 / 2,
+    "H200 NVL": 1671e12 / 2,
+    # NVIDIA A100 Tensor Core GPU datasheet: BF16 Tensor Core 312 TFLOPS dense (624 with
+    # sparsity), 40 and 80 GB, SXM4 and PCIe alike.
+    "A100": 312e12,
+    # NVIDIA A800 datasheet (SXM4 / PCIe 80 GB, A800 40GB Active): BF16 312 TFLOPS dense.
+    "A800": 312e12,
+    # NVIDIA L40S datasheet: BF16 Tensor Core 362.05 TFLOPS dense (733 with sparsity).
+    "L40S": 362.05e12,
+    # AMD Instinct MI300X data sheet: peak BF16 1,307.4 TFLOPS dense (2,614.9 with sparsity).
+    "MI300X": 1307.4e12,
+}
+
+# torch.cuda.get_device_name() strings -> table key; the first match wins, so NVL and PCIe come
+# before the SXM forms ("NVIDIA H100 80GB HBM3" is the SXM5 board, "NVIDIA H100 PCIe",
+# "NVIDIA H100 NVL"; "NVIDIA H200" the SXM one). A bare "H100" that says none of them is not
+# guessed; a MIG slice has a fraction of the peak, so it gets no MFU either.
+_DEVICE_NAMES: tuple[tuple[str, str], ...] = (
+    (r"\bMIG\b", ""),
+    (r"\bH100\b.*\bNVL\b", "H100 NVL"),
+    (r"\bH100\b.*\bPCIe\b", "H100 PCIe"),
+    (r"\bH100\b.*\b(HBM3|SXM\d?)\b", "H100 SXM"),
+    (r"\bH200\b.*\bNVL\b", "H200 NVL"),
+    (r"\bH200\b", "H200 SXM"),
+    (r"\bA100\b", "A100"),
+    (r"\bA800\b", "A800"),
+    (r"\bL40S\b", "L40S"),
+    (r"\bMI300X\b", "MI300X"),
+)
 
 
-def matmul_params(model: Any) -> int:
-    """Weights that take part in a matmul per token: every nn.Linear, lm_head included (also
-    when it is tied to the embedding), global sizes under FSDP/TP (DTensor numel)."""
+@dataclass(frozen=True)
+class MatmulWeights:
+    """Weights that take part in a matmul per token, split by whether they train this stage."""
+
+    trainable: int
+    frozen: int
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+
+def matmul_params(model: Any) -> MatmulWeights:
+    """Every nn.Linear's weight (lm_head included, also when it is tied to the embedding; LoRA
+    adapters and their frozen base layers alike), global sizes under FSDP/TP (DTensor numel),
+    split by requires_grad: call it after the stage's trainable set is configured."""
     import torch
 
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    trainable = frozen = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            if m.weight.requires_grad:
+                trainable += m.weight.numel()
+            else:
+                frozen += m.weight.numel()
+    return MatmulWeights(trainable, frozen)
 
 
 def attention_dim(config: Any) -> int:
@@ -160,22 +223,40 @@ def attention_dim(config: Any) -> int:
 
 
 def training_flops(
-    matmul_weights: int, tokens: int, causal_pairs: int, layers: int, attn_dim: int
+    weights: MatmulWeights | int, tokens: int, causal_pairs: int, layers: int, attn_dim: int
 ) -> float:
-    """Model FLOPs of one forward + backward pass (convention above)."""
-    return 6.0 * matmul_weights * tokens + 12.0 * layers * attn_dim * causal_pairs
+    """Model FLOPs of one forward + backward pass (convention above); an int `weights` means
+    every matmul weight trains."""
+    if isinstance(weights, int):
+        weights = MatmulWeights(weights, 0)
+    matmuls = (6.0 * weights.trainable + 4.0 * weights.frozen) * tokens
+    return matmuls + 12.0 * layers * attn_dim * causal_pairs
 
 
-def peak_flops(device: Any) -> float:
-    """Dense bf16 peak of a CUDA device by name, 0 if unknown (then no MFU is reported)."""
+@functools.cache
+def device_peak_flops(name: str) -> float | None:
+    """Dense bf16 peak of a device by its torch.cuda.get_device_name(), None if the table does
+    not know it (then no MFU is reported: a wrong peak would make a wrong MFU)."""
+    key = next((k for pattern, k in _DEVICE_NAMES if re.search(pattern, name, re.I)), None)
+    if not key:
+        log.warning(
+            "no dense bf16 peak known for device %r: mfu is not reported (add it to "
+            "PEAK_BF16_DENSE in langgraft/train/metrics.py with its datasheet)", name,
+        )  # fmt: skip
+        return None
+    return PEAK_BF16_DENSE[key]
+
+
+def peak_flops(device: Any) -> float | None:
+    """Dense bf16 peak of a CUDA (or ROCm) device, None off CUDA or for an unknown device."""
     import torch
 
     if getattr(device, "type", device) != "cuda" or not torch.cuda.is_available():
-        return 0.0
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_DENSE.items() if k in name), 0.0)
+        return None
+    return device_peak_flops(torch.cuda.get_device_name(device))
 
 
-def mfu(flops_per_s_per_device: float, device: Any) -> float:
+def mfu(flops_per_s_per_device: float, device: Any) -> float | None:
+    """Model FLOPs utilization, None where the device's peak is unknown."""
     peak = peak_flops(device)
-    return flops_per_s_per_device / peak if peak else 0.0
+    return flops_per_s_per_device / peak if peak else None
