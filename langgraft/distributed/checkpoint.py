@@ -65,7 +65,11 @@ def rng_state() -> dict[str, Any]:
         "numpy_pos": int(np_state[2]),
         "numpy_gauss": (int(np_state[3]), float(np_state[4])),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # This rank's own device only: a list of every visible GPU's state (what older
+        # checkpoints hold) cannot be restored on a node with fewer GPUs.
+        "cuda": torch.cuda.get_rng_state(torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else [],
     }
 
 
@@ -89,8 +93,23 @@ def set_rng_state(s: dict[str, Any]) -> None:
     keys = s["numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, s["numpy_pos"], *s["numpy_gauss"]))
     torch.set_rng_state(s["torch"])
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    if torch.cuda.is_available():
+        _set_local_cuda_rng_state(s["cuda"])
+
+
+def _set_local_cuda_rng_state(saved: torch.Tensor | list[torch.Tensor]) -> None:
+    """Restore the state of this rank's device. `saved` is that one state, or (checkpoints
+    before issue 20) the list of every GPU the saving process saw, of which this rank's device
+    index is taken; a list without it (resumed on a node with more GPUs) keeps the seeded state.
+    A checkpoint without CUDA state (saved on CPU) keeps it too."""
+    device = torch.cuda.current_device()
+    if isinstance(saved, torch.Tensor):
+        torch.cuda.set_rng_state(saved, device)
+    elif device < len(saved):
+        torch.cuda.set_rng_state(saved[device], device)
+    elif saved:
+        log.warning("the checkpoint's RNG state has %d CUDA devices, none for cuda:%d; rank %d "
+                    "keeps its seeded CUDA RNG", len(saved), device, rank())  # fmt: skip
 
 
 def _fsync_dir(path: Path) -> None:
