@@ -32,3 +32,16 @@ def stories(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out.mkdir()
     import_llama2c(d / "stories260K.bin", d / "tok512.model", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def smollm2(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2-135M-Instruct, imported once per session from its GGUF (fp32 HF
+    directory; read-only: copy it before changing it)."""
+    from langgraft.model.gguf import import_gguf
+
+    gguf = shared_data / "models" / "smollm2-135m" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    out = tmp_path_factory.mktemp("smollm2") / "smollm2"
+    out.mkdir()
+    import_gguf(gguf, out)
+    return out

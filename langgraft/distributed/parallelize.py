@@ -56,7 +56,7 @@ def parallelize(
         log.info("torch.compile on every decoder layer")
     if dims.fsdp:
         apply_fsdp(model, dims, device, precision)
-    else:
+    elif not any(p.is_meta for p in model.parameters()):  # on meta: train/build.py fills it
         model.to(device)  # plain, DDP, or tp-only: the non-DTensor rest
     return model
 

@@ -65,13 +65,14 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from langgraft.distributed import checkpoint as ckpt
     from langgraft.distributed.dims import parallel_dims
     from langgraft.distributed.parallel import init_distributed, rank, world_size
-    from langgraft.distributed.parallelize import parallelize
+    from langgraft.model.checks import read_model_config
     from langgraft.tokenizer import load_tokenizer
+    from langgraft.train.build import build_model
     from langgraft.train.data import tokenizer_identity
     from langgraft.train.recipe import load_recipe
     from langgraft.train.resume import check_resume
     from langgraft.train.rundir import check_run_dir
-    from langgraft.train.setup import load_model, pad_token_id, pick_device
+    from langgraft.train.setup import pad_token_id, pick_device
     from langgraft.train.trainer import Trainer
 
     recipe = load_recipe(args.config, args.overrides)
@@ -106,22 +107,22 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    device = init_distributed(pick_device(recipe), single_process_group=dims.sharded)
+    device = init_distributed(pick_device(recipe), single_process_group=dims.sharded,
+                              timeout_s=recipe.dist_timeout_s)  # fmt: skip
     dims.build_mesh(device)
     tok_path = recipe.tokenizer or recipe.model
     tokenizer = load_tokenizer(tok_path)
-    # Sharded plugins load on CPU: FSDP2/TP move one shard at a time onto the device.
-    model = load_model(recipe, device, on_cpu=dims.sharded)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+    rows = int(read_model_config(recipe.model, remote_code_flag=False).get("vocab_size", 0))
+    if len(tokenizer) > rows:
         raise UserError(
             f"tokenizer {tok_path} has {len(tokenizer)} tokens but the model's embedding has "
-            f"{model.get_input_embeddings().weight.shape[0]} rows; run `langgraft model expand`"
+            f"{rows} rows; run `langgraft model expand`"
         )
-    if args.init_from:
-        ckpt.load_model_weights(model, Path(args.init_from))
-        log.info("initialised weights from %s", args.init_from)
-    model = parallelize(model, dims, device, recipe.grad_checkpoint, recipe.compile,
-                        recipe.precision)  # fmt: skip
+    # Sharded layouts build on the meta device and read only their own shards (train/build.py).
+    init_from = Path(args.init_from) if args.init_from else None
+    model = build_model(recipe, dims, device, init_from)
+    if init_from is not None:
+        log.info("initialised weights from %s", init_from)
     max_length = recipe.max_length or int(model.config.max_position_embeddings)
     trainer = Trainer(
         recipe, model, tokenizer, tokenizer_identity(tokenizer, tok_path), device,
