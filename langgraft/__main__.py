@@ -124,7 +124,23 @@ def environment_error(e: BaseException) -> str | None:
         return "an input is nested too deeply (JSON arrays or objects inside each other)"
     if isinstance(e, pickle.UnpicklingError):
         return f"refusing to unpickle a file that holds more than tensors ({str(e)[:200]})"
+    if isinstance(e, RuntimeError) and _collective_timeout(str(e)):
+        import os
+
+        first = str(e).strip().split("\n")[0][:300]
+        return (
+            f"rank {os.environ.get('RANK', '0')}: a collective waited longer than the process-group "
+            "timeout (recipe key dist_timeout_s) for the other ranks: one of them froze, is stuck "
+            "on I/O or died (torchrun's summary lists each rank's exit); if the wait was "
+            f"legitimate (a slow export or checkpoint), raise dist_timeout_s ({first})"
+        )
     return None
+
+
+def _collective_timeout(message: str) -> bool:
+    # gloo: "Timed out waiting 20000ms for recv operation to complete"; NCCL's watchdog:
+    # "Watchdog caught collective operation timeout" (when it raises instead of aborting).
+    return "Timed out waiting" in message or "collective operation timeout" in message
 
 
 if __name__ == "__main__":

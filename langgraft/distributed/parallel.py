@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -32,10 +33,13 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_distributed(device: torch.device, single_process_group: bool = False) -> torch.device:
+def init_distributed(
+    device: torch.device, single_process_group: bool = False, timeout_s: float | None = None
+) -> torch.device:
     """Join the torchrun process group (gloo on CPU, nccl on CUDA); returns this rank's device.
     With one process nothing happens, unless `single_process_group` (FSDP2 on one device, e.g.
-    CPU offload on one GPU, needs a group of one)."""
+    CPU offload on one GPU, needs a group of one). `timeout_s` bounds every collective of the
+    group (the recipe's dist_timeout_s); None keeps torch's default."""
     if world_size() == 1 and not single_process_group:
         return device
     import torch.distributed as dist
@@ -48,6 +52,8 @@ def init_distributed(device: torch.device, single_process_group: bool = False) -
         kw: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
         if world_size() == 1:
             kw.update(store=dist.HashStore(), rank=0, world_size=1)
+        if timeout_s is not None:
+            kw["timeout"] = timedelta(seconds=timeout_s)
         dist.init_process_group(backend=backend, **kw)
     log.info("rank %d/%d on %s (%s)", rank(), world_size(), device, dist.get_backend())
     return device

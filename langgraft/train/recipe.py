@@ -163,6 +163,13 @@ class Recipe:
     max_length: int | None = None
     """Longest sequence allowed; a dataset packed longer is an error (Colossal --max_length).
     Default: the model's max_position_embeddings."""
+    dist_timeout_s: int = 1800
+    """Seconds any collective may wait for the other ranks before the job fails (torchrun: the
+    process-group timeout; NCCL's watchdog aborts the rank). A rank that froze (SIGSTOP, stuck
+    I/O, a dead node) then stops the job in this time instead of torch's default (10 min NCCL,
+    30 min gloo). 30 min by default because the other ranks legitimately wait this long while
+    rank 0 writes a 7B export (~27 GB of fp32 safetensors: minutes on a network filesystem) or
+    a checkpoint; lower it for small models, raise it for a slow disk."""
     log_interval: int = 1
     """Write a metrics row every N optimizer steps."""
     tensorboard: bool = True
@@ -286,6 +293,8 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
         f"{where}: eval.mc_data",
         "eval.mc_task and eval.mc_data go together",
     )
+    _check(recipe.dist_timeout_s >= 1, f"{where}: dist_timeout_s",
+           f"{recipe.dist_timeout_s} must be >= 1 (seconds)")  # fmt: skip
     names = [s.name for s in recipe.stages]
     for i, s in enumerate(recipe.stages):
         w = f"{where}: stages[{i}]"

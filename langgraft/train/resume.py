@@ -8,7 +8,8 @@ the recipe it was written with (checkpoints/step-N/recipe.json) and `check_resum
   the schedule's base lr, which the checkpoint would otherwise bring back);
 * may change freely: the layout (`plugin`, `tp`, `zero`, `compile`, `device`,
   `grad_checkpoint`, `attn_implementation`), `micro_batch_size` / `accumulation_steps` while
-  the global batch (micro x accumulation x data-parallel ranks) stays the same, logging,
+  the global batch (micro x accumulation x data-parallel ranks) stays the same,
+  `dist_timeout_s`, logging,
   `checkpoint.*`, `eval.*`, paths (`out`, `model`, `tokenizer`), and everything about stages
   that have not started yet (including adding or removing them);
 * must not change (refused, naming every differing key): anything else of a started stage
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 APPLIED_ON_RESUME = ("lr", "min_lr_ratio", "weight_decay", "grad_clip")
 _BATCH_KEYS = ("micro_batch_size", "accumulation_steps")
 _FREE_TOP = ("out", "model", "tokenizer", "plugin", "tp", "zero", "pp", "compile", "device",
-             "grad_checkpoint", "attn_implementation", "log_interval", "tensorboard", "progress",
+             "grad_checkpoint", "attn_implementation", "dist_timeout_s", "log_interval", "tensorboard", "progress",
              "checkpoint", "eval", "train")  # fmt: skip
 # `train:` is only the defaults block: what it changes shows up in the stages, compared there.
 

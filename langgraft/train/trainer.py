@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 # Fault injection for the kill-and-resume test: SIGKILL after this global step is logged.
 _KILL_AT_STEP = "LANGGRAFT_TEST_KILL_AT_STEP"
 _KILL_RANK = "LANGGRAFT_TEST_KILL_RANK"  # only this rank (default: every rank)
+_KILL_SIGNAL = "LANGGRAFT_TEST_KILL_SIGNAL"  # e.g. SIGSTOP: a frozen rank (default SIGKILL)
 
 
 @dataclass
@@ -218,7 +219,7 @@ class Trainer:
             last_loss = self._train_step(plan, run, metrics)
             if kill_at is not None and int(kill_at) == self.global_step:
                 if os.environ.get(_KILL_RANK, str(rank())) == str(rank()):
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    os.kill(os.getpid(), getattr(signal, os.environ.get(_KILL_SIGNAL, "SIGKILL")))
             every = recipe.checkpoint.save_interval
             if every and self.global_step % every == 0 and self.stage_step < plan.total_steps:
                 self._save(plan, run.optimizer, run.scheduler, run.scaler)

@@ -130,6 +130,7 @@ def test_bad_overrides(args: list[str], match: str) -> None:
         (lambda r: r["stages"][0]["data"][0].update(weight=float("inf")), r"weight: inf"),
         (lambda r: r.update(seed=-1), r"seed: -1 must be in \[0, 2\^32\)"),
         (lambda r: r.update(seed=2**40), r"seed: 1099511627776"),
+        (lambda r: r.update(dist_timeout_s=0), r"dist_timeout_s: 0 must be >= 1"),
         (
             lambda r: r.update(attn_implementation="flash_attention_2"),
             r"precision: fp32 with attn_implementation flash_attention_2.*bf16",
