@@ -3,18 +3,23 @@ architecture, tied embeddings, GPT-2-style byte-level BPE of 49,152 tokens) from
 
 Oracles: transformers' own GGUF load of the same file (greedy text, token ids), llama.cpp's
 "smollm" pre-tokenizer split (digits alone, then GPT-2's regex) re-implemented with `regex`, the
-original tokenizer's ids on every line of real English text, and the model's own logits before
-`model expand`. The model forwards at ~140 tokens/s on one CPU thread: every text here is short.
+original tokenizer's ids on every line of real English text, the model's own logits before
+`model expand`, and for training one process against two FSDP2 ranks on the same global batch.
+The model forwards at ~140 tokens/s and trains at ~40 tokens/s on one CPU thread: every text
+here is short, and training runs 2 + 2 steps of 2 rows of <= 64 tokens.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.__main__ import main
@@ -252,3 +257,148 @@ def test_self_replay_tiny_budget(tmp_path, smollm):
     print(f"\nself-replay: {len(text)} chars, {n} tokens re-encoded: {text[:120]!r}")
     assert abs(n - 64) <= 8  # re-encoding the decoded samples may merge across sample joins
     assert sum(c.isascii() for c in text) > 0.9 * len(text)  # an English model's own text
+
+
+# ---------------------------------------------------------------- training
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_TIMEOUT_S = 300  # per `langgraft train` process tree; a hang fails instead of stalling CI
+
+
+def langgraft_train(config: Path, nproc: int = 1) -> subprocess.CompletedProcess:
+    """`langgraft train --config` in one process, or under torchrun with `nproc` CPU ranks
+    (gloo over loopback, one thread per rank), like tests/distributed/conftest.py."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    launcher = [sys.executable, "-m", "langgraft"]
+    if nproc > 1:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                    str(nproc), "--master_addr", "127.0.0.1", "--master_port", str(port),
+                    "-m", "langgraft"]  # fmt: skip
+    return subprocess.run([*launcher, "train", "--config", str(config)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smollm_data(tmp_path_factory, shared_data: Path, smollm_zh: Path) -> Path:
+    """~1.6k chars of wikitext-2 English + 3 LibreOffice help pages (zh-modern, ~8.8k chars),
+    packed to 64 tokens by the expanded tokenizer (about 60 rows)."""
+    t = tmp_path_factory.mktemp("smollmdata")
+    en = (shared_data / "corpus" / "en" / "wikitext-2-valid.txt").read_text(encoding="utf-8")
+    (t / "en.txt").write_text(en[: en.index("\n", 1500) + 1], encoding="utf-8")
+    pages = (shared_data / "corpus" / "zh-modern" / "libreoffice-help-zh-cn.jsonl").read_text(
+        encoding="utf-8"
+    )
+    (t / "zh.jsonl").write_text("\n".join(pages.splitlines()[1:4]) + "\n", encoding="utf-8")
+    rc = main(["prepare", "pretrain", "--input", f"en={t / 'en.txt'}",
+               f"zh-modern={t / 'zh.jsonl'}", "--text-field", "text", "--tokenizer",
+               str(smollm_zh), "--out", str(t / "data"), "--max-length", "64",
+               "--no-progress"])  # fmt: skip
+    assert rc == 0
+    manifest = json.loads((t / "data" / "manifest.json").read_text())
+    assert manifest["tokenizer"]["vocab_size"] == N_OLD + N_NEW
+    return t / "data"
+
+
+def train_recipe(model: Path, data: Path, out: Path, **top) -> Path:
+    """Embeddings-only warm-up then everything, 2 steps each of 2 rows x 64 tokens (one
+    process: micro-batch 1 x 2 accumulation steps; two ranks: 1 x 1 each)."""
+    r = {
+        "model": str(model), "out": str(out), "seed": 1024, "precision": "fp32",
+        "max_length": 64, "progress": False, "tensorboard": False,
+        "train": {"micro_batch_size": 1, "accumulation_steps": 2, "lr": 3e-4},
+        "checkpoint": {"save_interval": 0, "keep_last": 1},
+        "stages": [
+            {"name": "warm", "data": [{"path": str(data)}], "steps": 2, "lr": 1e-3,
+             "freeze_non_embeds_params": True},
+            {"name": "full", "data": [{"path": str(data)}], "steps": 2},
+        ],
+        **top,
+    }  # fmt: skip
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(r, sort_keys=False))
+    return path
+
+
+def loss_rows(out: Path) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, smollm_zh: Path, smollm_data: Path) -> dict[str, Path]:
+    """The same 2-stage recipe in one process and on 2 FSDP2 ranks (`plugin: zero2`)."""
+    t = tmp_path_factory.mktemp("smollmtrain")
+    p = langgraft_train(train_recipe(smollm_zh, smollm_data, t / "one"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    cfg = train_recipe(smollm_zh, smollm_data, t / "zero2", plugin="zero2",
+                       train={"micro_batch_size": 1, "accumulation_steps": 1, "lr": 3e-4})  # fmt: skip
+    p = langgraft_train(cfg, nproc=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (t / "zero2" / "stderr.txt").write_text(p.stderr)
+    return {"one": t / "one", "zero2": t / "zero2"}
+
+
+def test_train_two_fsdp2_ranks_equal_one_process(trained, smollm_zh):
+    """Same global batch (2 rows per step): the ranks take contiguous shares of the same seeded
+    rows, and FSDP2's reduce-scatter averages the token-weighted gradients, so losses agree to
+    float summation order (rel 1e-5) and so do the weights (1e-4; tests/distributed/
+    test_plugins.py explains the AdamW amplification of near-zero gradients)."""
+    from safetensors.torch import load_file
+
+    log = (trained["zero2"] / "stderr.txt").read_text()
+    assert "FSDP2 over 2 rank(s): reshard after forward False, fp32, CPU offload False" in log
+    a, b = loss_rows(trained["one"]), loss_rows(trained["zero2"])
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+    assert [r["stage"] for r in b] == [0, 0, 1, 1]
+    for ra, rb in zip(a, b, strict=True):
+        print(f"\nstep {ra['step']}: loss {ra['loss']:.6f} (1 process) {rb['loss']:.6f} "
+              f"(2 ranks), grad norm {ra['grad_norm']:.4f}", end="")  # fmt: skip
+        assert (ra["supervised_tokens"], ra["tokens_seen"]) == (rb["supervised_tokens"],
+                                                                rb["tokens_seen"])  # fmt: skip
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
+        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4)
+        assert rb["lr"] == ra["lr"]
+    # a pretrained model, not a random one: a uniform guess costs ln(53,152) = 10.9 nats
+    assert a[0]["loss"] < 8.0
+    base = load_file(str(smollm_zh / "model.safetensors"))
+    for stage in ("stage-0-warm", "stage-1-full"):
+        wa, wb = (load_file(str(trained[k] / "export" / stage / "model.safetensors"))
+                  for k in ("one", "zero2"))  # fmt: skip
+        assert wa.keys() == wb.keys() == base.keys()
+        worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+        print(f"\n{stage}: max |weight difference| 1 process vs 2 ranks {worst:.2e}", end="")
+        assert worst < 1e-4, stage
+        # the warm-up moves only the (tied) embedding matrix; the full stage moves every layer
+        moved = {k for k in wa if not torch.equal(wa[k], base[k])}
+        if stage == "stage-0-warm":
+            assert moved == {"model.embed_tokens.weight"}, sorted(moved)[:5]
+        else:
+            assert len(moved) == len(wa), sorted(set(wa) - moved)[:5]
+    ckpts = trained["zero2"] / "checkpoints"
+    ck = ckpts / (ckpts / "latest").read_text().strip()
+    assert len(list((ck / "dcp").glob("*.distcp"))) == 2
+
+
+def test_trained_export_loads_and_generates(tmp_path, trained, smollm_zh):
+    export = trained["zero2"] / "export" / "stage-1-full"
+    model = AutoModelForCausalLM.from_pretrained(export).eval()
+    assert model.config.tie_word_embeddings and model.config.vocab_size == N_OLD + N_NEW
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    tokenizer = [json.loads((d / "tokenizer.json").read_text()) for d in (export, smollm_zh)]
+    assert tokenizer[0] == tokenizer[1]  # the same tokenizer (written again, indented)
+    assert (export / "chat_template.jinja").is_file()
+    out = tmp_path / "gen.jsonl"
+    prompt = "LibreOffice 帮助"
+    rc = main(["generate", "--model", str(export), "--prompt", prompt, "--greedy",
+               "--max-new-tokens", "12", "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    (rec,) = [json.loads(x) for x in out.read_text().splitlines()]
+    ids, text = greedy(model, AutoTokenizer.from_pretrained(export), prompt, n=12)
+    print(f"\n{prompt!r} -> {rec['completion']!r}")
+    assert rec["token_ids"] == ids and rec["completion"] == text
