@@ -94,6 +94,7 @@ def apply_tensor_parallel(model: Any, dims: ParallelDims) -> None:
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
         RowwiseParallel,
+        SequenceParallel,
         parallelize_module,
     )
 
@@ -114,6 +115,8 @@ def apply_tensor_parallel(model: Any, dims: ParallelDims) -> None:
     plan = {
         **dict.fromkeys(fam.colwise, ColwiseParallel()),
         **dict.fromkeys(fam.rowwise, RowwiseParallel()),
+        # (B, L, heads, head_dim) with the heads split: replicated weight, gradient all-reduced
+        **dict.fromkeys(fam.head_norms, SequenceParallel(sequence_dim=2, use_local_output=True)),
     }
     for layer in decoder_layers(model):
         parallelize_module(layer, mesh, plan)

@@ -44,6 +44,10 @@ class Family:
     """Module names peft wraps with LoRA adapters."""
     embeddings: tuple[str, ...] = ("embed_tokens", "lm_head")
     """Modules trained by an embeddings-only stage (freeze_non_embeds_params)."""
+    head_norms: tuple[str, ...] = ()
+    """Norms applied per attention head (qwen3's q/k RMSNorm). Under tensor parallel they see
+    only their rank's heads, so each rank's weight gradient is a partial sum: they become
+    replicated DTensors over the heads dimension, whose gradients are all-reduced."""
     layer_windows: str = "none"
     """Where the sliding windows come from: "none", "all" (config.sliding_window on every
     layer) or "layer_types" (config.layer_types names each layer's attention)."""
@@ -53,7 +57,8 @@ FAMILIES: dict[str, Family] = {
     "llama": Family("llama"),
     "mistral": Family("mistral", layer_windows="all"),
     "qwen2": Family("qwen2", layer_windows="layer_types"),
-    "qwen3": Family("qwen3", layer_windows="layer_types"),
+    "qwen3": Family("qwen3", layer_windows="layer_types",
+                    head_norms=("self_attn.q_norm", "self_attn.k_norm")),
 }
 
 _WHY_NOT = {

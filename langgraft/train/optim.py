@@ -33,15 +33,26 @@ def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> 
 
 
 def param_groups(model: torch.nn.Module, stage: StageConfig) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    """Decay on matrices, none on norms and biases; each split further by device mesh, because
+    the fused AdamW kernel refuses a group that mixes plain tensors with DTensors or DTensors of
+    different meshes (tensor parallel shards the projections, and their biases, but leaves the
+    norms plain; TP x FSDP2 puts them on two meshes)."""
+    from torch.distributed.tensor import DTensor
+
+    groups: dict[tuple[bool, Any], list[torch.nn.Parameter]] = {}
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 or stage.decay_norms_and_biases else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": stage.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+        decay = p.ndim >= 2 or stage.decay_norms_and_biases
+        mesh = p.device_mesh if isinstance(p, DTensor) else None
+        groups.setdefault((not decay, id(mesh) if mesh is not None else 0), []).append(p)
+    if not groups:
+        return [{"params": [], "weight_decay": stage.weight_decay}]
+    return [
+        {"params": params, "weight_decay": 0.0 if no_decay else stage.weight_decay}
+        # decay groups first, then in the parameters' order: the same on every rank
+        for (no_decay, _), params in sorted(groups.items(), key=lambda kv: kv[0][0])
+    ]
 
 
 def build_optimizer(
