@@ -37,7 +37,6 @@ from langgraft.distributed.dims import ParallelDims
 from langgraft.errors import UserError
 
 GIB = 2**30
-_SPLIT = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
@@ -113,7 +112,6 @@ def activation_bytes(cfg: Any, batch: int, seq: int, dtype: torch.dtype, attn: s
                      tp: int = 1) -> tuple[int, int, int]:  # fmt: skip
     """(one decoder layer's saved bytes, its input's bytes, lm_head + loss saved bytes)."""
     from transformers import AttentionInterface
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
     from langgraft.train.loss import token_nll
 
@@ -128,8 +126,8 @@ def activation_bytes(cfg: Any, batch: int, seq: int, dtype: torch.dtype, attn: s
     AttentionInterface.register("langgraft_plan", _flash_like)
     cfg._attn_implementation = "eager" if attn == "eager" else "langgraft_plan"
     with torch.device("meta"):
-        layer = LlamaDecoderLayer(cfg, 0).to(dtype)
-        rotary = LlamaRotaryEmbedding(cfg)
+        one = _one_layer_model(cfg, cfg._attn_implementation).to(dtype)  # the family's own layer
+        layer, rotary = one.model.layers[0], one.model.rotary_emb
         x = torch.empty(batch, seq, cfg.hidden_size, dtype=dtype, requires_grad=True)
         pos = torch.arange(seq)[None].expand(batch, seq)
         head = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False).to(dtype)
@@ -158,15 +156,31 @@ def loss_bytes(cfg: Any, batch: int, seq: int, c: int, full_saved: int) -> tuple
     return batch * seq * cfg.hidden_size * c, per_chunk * (1 + 1 + c / 4)
 
 
+def _one_layer_model(cfg: Any, attn: str | None = None) -> Any:
+    """The family's model with one decoder layer, on the current (meta) device."""
+    from transformers import AutoModelForCausalLM
+
+    one = type(cfg).from_dict(cfg.to_dict())
+    one.num_hidden_layers = 1
+    if getattr(one, "layer_types", None):
+        one.layer_types = list(one.layer_types[:1])
+    return AutoModelForCausalLM.from_config(one, attn_implementation=attn or "sdpa")
+
+
 def _param_counts(cfg: Any) -> dict[str, int]:
-    h, f, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-    a = cfg.num_attention_heads
-    kv = cfg.num_key_value_heads or a
-    hd = getattr(cfg, "head_dim", None) or h // a
-    split = h * a * hd + 2 * h * kv * hd + a * hd * h + 3 * h * f
+    """Parameters of one decoder layer, split into the projections tensor parallel shards
+    (biases included) and the rest, counted on the family's own layer (model/families.py)."""
+    from langgraft.model.families import family
+
+    fam = family(getattr(cfg, "model_type", None), "config.json")
+    with torch.device("meta"):
+        layer = _one_layer_model(cfg).model.layers[0]
+    split_modules = [layer.get_submodule(n) for n in (*fam.colwise, *fam.rowwise)]
+    split = sum(p.numel() for m in split_modules for p in m.parameters())
+    h, V = cfg.hidden_size, cfg.vocab_size
     return {
         "split": split,  # projections of one layer (tensor parallel splits these)
-        "norms": 2 * h,  # of one layer
+        "norms": sum(p.numel() for p in layer.parameters()) - split,  # the rest of one layer
         "embed": V * h,
         "head": 0 if cfg.tie_word_embeddings else V * h,
         "final_norm": h,

@@ -1,9 +1,11 @@
 """Run `langgraft train` in this process (under torchrun) and record the private (anonymous)
 resident memory that building and loading the model add: RssAnon just before `build_model` and
-its peak while it runs (sampled every millisecond by a thread). File-backed pages of the mmapped
+its peak while it runs (sampled every millisecond by a thread); then the same peak during each
+training step. File-backed pages of the mmapped
 safetensors (RssFile) are the page cache that every rank shares; their peak is reported, not
 counted as a copy. The modelling code is imported before the measurement (imports are not
-weights). Writes PROBE_OUT/rank{R}.json. Used by test_loading.py; not a test itself."""
+weights). Writes PROBE_OUT/rank{R}.json. Used by test_loading.py and test_accumulation.py; not a
+test itself."""
 
 from __future__ import annotations
 
@@ -61,7 +63,22 @@ def main() -> int:
         return model
 
     build.build_model = probed
-    import langgraft.train.cli as cli  # noqa: F401  (imports build_model at call time)
+    from langgraft.train import trainer
+
+    step = trainer.Trainer._train_step
+    record["steps"] = []
+
+    def probed_step(self, *args, **kwargs):
+        sampler = PeakSampler()
+        sampler.start()
+        try:
+            return step(self, *args, **kwargs)
+        finally:
+            sampler.stop.set()
+            sampler.join()
+            record["steps"].append(sampler.anon)
+
+    trainer.Trainer._train_step = probed_step
 
     rc = langgraft_main(sys.argv[1:])
     out = Path(os.environ["PROBE_OUT"])
