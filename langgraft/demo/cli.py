@@ -3,6 +3,8 @@
     langgraft demo                      # minutes on 2 cores (README) -> out/langgraft-demo/report/
     langgraft demo --quick              # the CI size
     langgraft demo --assets /data/shared --out /tmp/demo
+    langgraft demo --quick --model ../shared/data/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf \
+        --out out/demo-smollm2           # another model (a GGUF or HF directory), sizes scaled to it
 
 stories260K (a llama2.c model that knows only TinyStories English) learns Chinese:
 
@@ -20,6 +22,10 @@ stories260K (a llama2.c model that knows only TinyStories English) learns Chines
     held-out corpus, CMMLU in both scoring modes, greedy generations from the same prompts;
  9. write report.md and report.html (`langgraft report`).
 
+With --model, step 1 imports that model instead (a GGUF through `model import-gguf`; a Hugging
+Face directory is used in place) and the sizes scale to its cost per token (recipe.scale_for):
+a byte-level BPE tokenizer gets merges, a SentencePiece one pieces, as `tokenizer expand` picks.
+
 Everything lands in --out; the recipe the demo ran is out/recipe.yaml, so `langgraft train
 --config out/langgraft-demo/recipe.yaml` runs the same training again.
 """
@@ -36,11 +42,10 @@ from typing import Any
 
 from langgraft.config import config_command, from_namespace
 from langgraft.demo.recipe import (
-    FULL,
-    QUICK,
     demo_recipe,
     no_replay_recipe,
     same_weights,
+    scale_for,
     train_together,
 )
 from langgraft.demo.steps import (
@@ -52,6 +57,7 @@ from langgraft.demo.steps import (
     expand_tokenizer,
     find_assets,
     import_base,
+    model_name,
     prepare_data,
     sample_self_replay,
     split_corpora,
@@ -67,11 +73,16 @@ class DemoConfig:
     out: Path = Path("out/langgraft-demo")
     """Output directory (see docs/outputs.md): an existing one is refused unless --overwrite,
     which replaces only a previous langgraft output."""
+    model: Path | None = None
+    """Teach this model instead of stories260K: a llama.cpp GGUF (imported as `langgraft model
+    import-gguf` does) or a Hugging Face directory of a supported family (used in place). Token
+    budgets, sequence length, batch and vocabulary growth scale to its size."""
     quick: bool = False
     """The CI size: fewer tokens and steps (about a fifth of the training), a smaller vocabulary
     and CMMLU probe."""
     cmmlu_limit: int | None = None
-    """CMMLU questions per subject (default: 5, or 1 with --quick)."""
+    """CMMLU questions per subject (default: 5, or 1 with --quick; none for a model over twice
+    stories260K's cost per token; 0: no CMMLU probe)."""
     progress: bool = True
     """Show the progress bars of the stages."""
     overwrite: bool = False
@@ -81,7 +92,7 @@ class DemoConfig:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from langgraft.fsutil import output_dir_in_place
 
-    a = find_assets(cfg.assets)
+    a = find_assets(cfg.assets, cfg.model)
     # In place, not in a scratch directory renamed at the end: the recipe, the run directories
     # and their recipe.json name paths under --out, which `langgraft train`/`report` read later.
     with output_dir_in_place(cfg.out, cfg.overwrite, a.values()):
@@ -92,19 +103,22 @@ def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path) -> dict[str, Any]:
     from langgraft.demo.report import bits, demo_sections, targets, training_parts
     from langgraft.report.build import ReportInputs, write_report
 
-    s = QUICK if cfg.quick else FULL
-    limit = cfg.cmmlu_limit or s.cmmlu_limit
+    name = model_name(a)
     (out / MARKER).write_text(json.dumps({"status": "running"}) + "\n")
     clock = Timeline(9)
-    with clock.step("import", "import stories260K (llama2.c) as a Hugging Face model") as n:
+    what = "stories260K (llama2.c)" if "model" not in a else f"{a['model']}"
+    with clock.step("import", f"import {what} as a Hugging Face model") as n:
         base = import_base(a, out)
+        s = scale_for(json.loads((base / "config.json").read_text()), cfg.quick)
+        n["done"] = f"{name}; sizes: {s}"
+    limit = s.cmmlu_limit if cfg.cmmlu_limit is None else cfg.cmmlu_limit
     with clock.step("self-replay", f"sample {s.replay_tokens:,} self-replay tokens") as n:
         replay = sample_self_replay(base, out, s, cfg.progress)
         n["done"] = f"{replay['samples']} stories"
     with clock.step("split", "split the corpora into training and held-out parts") as n:
         corpora = split_corpora(a, out, s)
     with clock.step("tokenizer", f"expand the tokenizer to {s.vocab:,} pieces") as n:
-        tok = expand_tokenizer(base, corpora, out, s)
+        tok = expand_tokenizer(base, corpora, out, s, name)
         n["done"] = f"{tok['summary']['source_size']} -> {tok['summary']['final_size']} pieces"
     with clock.step("expand", "expand the model; check old-token logits") as n:
         expanded = expand_model(base, out, corpora)
@@ -112,7 +126,7 @@ def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path) -> dict[str, Any]:
             f"max |logit change| on old tokens {expanded['logit_check']['max_abs_diff']:.1e}"
         )
     with clock.step("prepare", "prepare training and held-out data") as n:
-        data = prepare_data(corpora, out / "model", out, cfg.progress)
+        data = prepare_data(corpora, out / "model", out, cfg.progress, s.max_length)
     what = f"train three stages ({sum(s.steps)} steps) and the no-replay control beside them"
     with clock.step("train", what) as n:
         recipe = demo_recipe(out / "model", data, out / "run", s, cfg.progress)
@@ -133,11 +147,12 @@ def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path) -> dict[str, Any]:
         "no-replay": control / "export" / "stage-2-no-replay",
         "trained": run / "export" / "stage-2-replay",
     }  # fmt: skip
-    with clock.step("eval", f"evaluate {len(models)} models (text, CMMLU x{limit}, samples)") as n:
+    probe = f"CMMLU x{limit}, " if limit > 0 else ""
+    with clock.step("eval", f"evaluate {len(models)} models (text, {probe}samples)") as n:
         evals = evaluate_all(out, models, corpora, a, s, limit)
     figures = {k: {m: bits(evals[m], k) for m in models} for k in corpora["heldout"]}
     summary = {
-        "quick": cfg.quick, "assets": {k: str(p.resolve()) for k, p in a.items()},
+        "model": name, "quick": cfg.quick, "assets": {k: str(p.resolve()) for k, p in a.items()},
         "scale": s.__dict__, "self_replay": replay, "tokenizer": tok["summary"],
         "logit_check": expanded["logit_check"], "bits_per_char": figures,
         "timeline": clock.rows, "total_seconds": time.time() - clock.t0,
@@ -148,7 +163,7 @@ def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path) -> dict[str, Any]:
                             "no replay": evals["no-replay"], "trained": evals["trained"]},
             baseline="imported", final="trained", tokenizer_report=out / "tokenizer-report",
             timeline=clock.rows, extra=demo_sections(summary),
-            title="langgraft demo: stories260K learns Chinese" + (" (--quick)" if cfg.quick else ""),
+            title=f"langgraft demo: {name} learns Chinese" + (" (--quick)" if cfg.quick else ""),
         )  # fmt: skip
         report = write_report(inputs, out / "report")
         n["done"] = f"{report / 'report.html'}"

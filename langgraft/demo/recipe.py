@@ -3,7 +3,7 @@ and the no-replay control. `train` runs a recipe through the real `langgraft tra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,64 @@ class Scale:
     steps: tuple[int, int, int]  # embeddings, injection, replay
     accumulation: int
     eval_interval: int
-    cmmlu_limit: int
+    cmmlu_limit: int  # questions per CMMLU subject; 0: no CMMLU probe
+    max_length: int = 256  # tokens per packed training sequence
+    micro_batch: int = 8
+    eval_rows: int = 32  # held-out rows per dataset in the trainer's evaluations
+    sample_tokens: int = 60  # greedy tokens per prompt in the evaluation's generations
+    replay_max_new: int | None = None  # longest self-replay sample (None: the model's context)
+    replay_heldout: float = 0.1  # fraction of the self-replay samples held out as the probe
 
 
 FULL = Scale(120_000, 2048, None, 30_000, (60, 250, 100), 2, 50, 5)
 QUICK = Scale(24_000, 1024, 120_000, 8_000, (30, 90, 40), 1, 40, 1)
+STORIES260K_VOCAB = 512
+STORIES260K_WEIGHTS_PER_TOKEN = 259_328  # weights_per_token(stories260K's config.json)
+# What a model 500x stories260K's cost still gets (SmolLM2-135M is 519x): budgets divided by the
+# cost would leave it ~3k training tokens, too few to move anything. Measured on 2 cores, one
+# thread: SmolLM2-135M trains at ~40 tokens/s, forwards at ~140 (stories260K: ~4,400 / 40,000).
+FLOOR = {"train_tokens": 20_480, "replay_tokens": 6_000, "heldout_chars": 3_000}
+QUICK_FLOOR = {"train_tokens": 5_120, "replay_tokens": 2_000, "heldout_chars": 1_200}
+
+
+def weights_per_token(config: dict[str, Any]) -> int:
+    """Weights a token is multiplied by in a forward (decoder layers + lm_head; ~2 FLOPs each,
+    6 with the backward): the cost of a token, from a LLaMA-family config.json."""
+    d, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    kv = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or d // heads
+    layer = d * head_dim * (2 * heads + 2 * kv) + 3 * d * config["intermediate_size"]
+    return layers * layer + d * config["vocab_size"]
+
+
+def scale_for(config: dict[str, Any], quick: bool) -> Scale:
+    """The demo's sizes for the model of `config.json`. stories260K (and anything under twice
+    its cost per token) gets FULL / QUICK, the sizes the recipe was tuned at; a larger model
+    gets token budgets divided by its cost ratio, but never below FLOOR / QUICK_FLOOR, in
+    steps of 2 rows x 128 tokens, self-replay samples of <= 64 tokens (a quarter held out: 2,000
+    tokens hold ~30 samples, and 10% of 18 once held out none), and no CMMLU probe (5-shot prompts of 67 subjects take
+    hours at a 135M model's CPU speed; --cmmlu-limit asks for it anyway). The vocabulary
+    grows by stories260K's +1,536 (+512 --quick) or a twelfth (a 24th) of the source's,
+    whichever is larger, rounded up to 64: SmolLM2's 49,152 + 4,096."""
+    base, floor = (QUICK, QUICK_FLOOR) if quick else (FULL, FLOOR)
+    source = config["vocab_size"]
+    grow = max(base.vocab - STORIES260K_VOCAB, -(-source // (24 if quick else 12) // 64) * 64)
+    ratio = weights_per_token(config) / STORIES260K_WEIGHTS_PER_TOKEN
+    if ratio < 2:
+        return replace(base, vocab=source + grow)
+    max_length, micro_batch = 128, 2
+    base_tokens = sum(base.steps) * base.micro_batch * base.accumulation * base.max_length
+    tokens = max(base_tokens / ratio, floor["train_tokens"])
+    total = max(round(tokens / (max_length * micro_batch)), 12)
+    steps = [max(2, round(total * k / sum(base.steps))) for k in base.steps]
+    return replace(
+        base, vocab=source + grow, steps=(steps[0], steps[1], steps[2]), accumulation=1,
+        replay_tokens=max(round(base.replay_tokens / ratio), floor["replay_tokens"]),
+        heldout_chars=max(round(base.heldout_chars / ratio), floor["heldout_chars"]),
+        eval_interval=0, cmmlu_limit=0, max_length=max_length, micro_batch=micro_batch,
+        eval_rows=8, sample_tokens=24, replay_max_new=64, replay_heldout=0.25,
+    )  # fmt: skip
 
 
 INJECTION_REPLAY = 0.2
@@ -64,10 +117,10 @@ def demo_recipe(model: Path, data: dict[str, Path], run: Path, s: Scale, progres
     return {
         "model": str(model), "out": str(run), "seed": 1024, "precision": "fp32",
         "progress": progress, "tensorboard": False,
-        "train": {"micro_batch_size": 8, "accumulation_steps": s.accumulation, "lr": 3.0e-4,
-                  "min_lr_ratio": 0.1, "weight_decay": 0.01, "grad_clip": 1.0},
+        "train": {"micro_batch_size": s.micro_batch, "accumulation_steps": s.accumulation,
+                  "lr": 3.0e-4, "min_lr_ratio": 0.1, "weight_decay": 0.01, "grad_clip": 1.0},
         "checkpoint": {"save_interval": 0, "keep_last": 1},
-        "eval": {"interval": s.eval_interval, "max_rows": 32,
+        "eval": {"interval": s.eval_interval, "max_rows": s.eval_rows,
                  "data": [str(data["zh-heldout"]), str(data["en-heldout"])]},
         "stages": [
             {"name": "embeddings", "data": [{"path": str(zh)}], "steps": s.steps[0],

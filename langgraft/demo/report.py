@@ -58,13 +58,19 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def demo_sections(summary: dict[str, Any]) -> list[Section]:
     r, lc, t = summary["self_replay"], summary["logit_check"], summary["tokenizer"]
+    model = summary.get("model", "stories260K")
+    if model == "stories260K":
+        who = ("stories260K (260K parameters, trained by llama2.c on English TinyStories only) "
+               "was imported from its llama2.c checkpoint")  # fmt: skip
+        data = "TinyStories is"
+    else:
+        who, data = f"{model} was imported", "Its pretraining data is"
     what = Section("What the demo did", [Para(
-        "stories260K (260K parameters, trained by llama2.c on English TinyStories only) was "
-        "imported from its llama2.c checkpoint; its tokenizer was expanded from "
+        f"{who}; its tokenizer was expanded from "
         f"{t['source_size']} to {t['final_size']} pieces learned from the Chinese training text "
         "(classical 红楼梦 and modern LibreOffice help) and its embeddings expanded to match; "
         "then it trained in three stages (embeddings-only warm-up, Chinese injection, replay). "
-        "TinyStories is not among the assets, so the replay data and the 'original domain' probe "
+        f"{data} not among the assets, so the replay data and the 'original domain' probe "
         f"are **self-replay**: {r['samples']:,} stories ({r['tokens']:,} tokens) sampled from "
         f"the imported model at temperature {r['config']['temperature']}, top-p "
         f"{r['config']['top_p']}, seed {r['config']['seed']}; "

@@ -62,30 +62,59 @@ class Timeline:
         print(f"      {note.get('done', 'done')} ({wall:.1f} s, CPU {cpu:.1f} s)", flush=True)
 
 
-def find_assets(root: Path) -> dict[str, Path]:
+def find_assets(root: Path, model: Path | None = None) -> dict[str, Path]:
     """The asset paths under `root`; the default root is also tried beside the repository, so
-    the demo runs from any directory of a checkout."""
+    the demo runs from any directory of a checkout. With `model` (--model), stories260K's files
+    are not needed and "model" is that path (checked to exist)."""
+    wanted = dict(ASSETS)
+    if model is not None:
+        if not model.exists():
+            raise UserError(f"--model {model}: no such file or directory")
+        del wanted["checkpoint"], wanted["tokenizer"]
     roots = [root]
     if root == DEFAULT_ASSETS:
         roots.append(Path(__file__).resolve().parents[1] / DEFAULT_ASSETS)
-    for rel in ASSETS.values():
+    for rel in wanted.values():
         if not any((r / rel).exists() for r in roots):
             looked = " and ".join(str((r / rel).resolve()) for r in roots)
             raise UserError(
                 f"demo asset {rel} not found: looked for {looked} (--assets {root}); point "
                 "--assets at the shared data directory (see its SOURCES.md)"
             )
-    found = next((r for r in roots if all((r / rel).exists() for rel in ASSETS.values())), None)
+    found = next((r for r in roots if all((r / rel).exists() for rel in wanted.values())), None)
     if found is None:
         raise UserError(f"{' and '.join(map(str, roots))}: each holds only part of the demo assets")
-    return {k: found / rel for k, rel in ASSETS.items()}
+    return {k: found / rel for k, rel in wanted.items()} | ({"model": model} if model else {})
+
+
+def model_name(a: dict[str, Path]) -> str:
+    """What the report calls the imported model: stories260K, or --model's name."""
+    if "model" not in a:
+        return "stories260K"
+    m = a["model"]
+    return m.name.split(".")[0] if m.is_file() else m.resolve().name
 
 
 def import_base(a: dict[str, Path], out: Path) -> Path:
-    from langgraft.model.llama2c import import_llama2c
+    """stories260K from llama2.c into out/base; or --model: a GGUF is imported into out/base
+    (dequantized to fp32, `langgraft model import-gguf`), a Hugging Face directory of a
+    supported family is checked and used where it is (not copied: it may be gigabytes)."""
+    if "model" in a and a["model"].is_dir():
+        from langgraft.model.checks import check_model_dir
 
+        check_model_dir(a["model"])
+        if not any((a["model"] / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+            raise UserError(f"--model {a['model']}: no tokenizer.json or tokenizer.model in it")
+        return a["model"]
     (out / "base").mkdir()
-    import_llama2c(a["checkpoint"], a["tokenizer"], out / "base")
+    if "model" in a:
+        from langgraft.model.gguf import import_gguf
+
+        import_gguf(a["model"], out / "base")
+    else:
+        from langgraft.model.llama2c import import_llama2c
+
+        import_llama2c(a["checkpoint"], a["tokenizer"], out / "base")
     return out / "base"
 
 
@@ -93,8 +122,10 @@ def sample_self_replay(base: Path, out: Path, s: Scale, progress: bool) -> dict[
     from langgraft.data.self_replay import SelfReplayConfig, self_replay
 
     cfg = SelfReplayConfig(
-        model=base, out=out / "self-replay", tokens=s.replay_tokens, heldout_fraction=0.1,
-        category="en-original", batch_size=128, progress=progress, seed=0,
+        model=base, out=out / "self-replay", tokens=s.replay_tokens,
+        heldout_fraction=s.replay_heldout,
+        category="en-original", batch_size=128 if s.replay_max_new is None else 32,
+        max_new_tokens=s.replay_max_new, progress=progress, seed=0,
     )  # fmt: skip
     return self_replay(cfg)
 
@@ -142,7 +173,10 @@ def split_corpora(a: dict[str, Path], out: Path, s: Scale) -> dict[str, Any]:
     }
 
 
-def expand_tokenizer(base: Path, corpora: dict[str, Any], out: Path, s: Scale) -> dict[str, Any]:
+def expand_tokenizer(
+    base: Path, corpora: dict[str, Any], out: Path, s: Scale, name: str = "stories260K"
+) -> dict[str, Any]:
+    """SentencePiece sources get pieces, byte-level BPE ones merges (`expand` chooses)."""
     from langgraft.tokenizer.config import ExpandConfig
     from langgraft.tokenizer.expand import expand
     from langgraft.tokenizer.report import ReportConfig, compute, write_outputs
@@ -155,9 +189,7 @@ def expand_tokenizer(base: Path, corpora: dict[str, Any], out: Path, s: Scale) -
     held = [d / "zh-modern-heldout.jsonl", d / "zh-classical-heldout.txt",
             d / "en-original-heldout.jsonl"]  # fmt: skip
     rows = compute(
-        ReportConfig(
-            tokenizer=[base, out / "tokenizer"], corpus=held, names=["stories260K", "expanded"]
-        )
+        ReportConfig(tokenizer=[base, out / "tokenizer"], corpus=held, names=[name, "expanded"])
     )
     write_outputs(rows, out / "tokenizer-report")
     return {"summary": summary, "compression": rows}
@@ -186,7 +218,7 @@ def expand_model(base: Path, out: Path, corpora: dict[str, Any]) -> dict[str, An
 
 
 def prepare_data(
-    corpora: dict[str, Any], model: Path, out: Path, progress: bool
+    corpora: dict[str, Any], model: Path, out: Path, progress: bool, max_length: int = 256
 ) -> dict[str, Path]:
     from langgraft.data.config import PrepareConfig
     from langgraft.data.prepare import prepare
@@ -204,8 +236,8 @@ def prepare_data(
         text_field = "text" if name.startswith("zh") else None
         prepare(
             PrepareConfig(
-                input=inputs, tokenizer=model, out=data / name, max_length=256, num_bins=bins,
-                text_field=text_field, progress=progress,
+                input=inputs, tokenizer=model, out=data / name, max_length=max_length,
+                num_bins=bins, text_field=text_field, progress=progress,
             )
         )  # fmt: skip
     return {name: data / name for name in jobs}
@@ -214,12 +246,14 @@ def prepare_data(
 def evaluate_all(out: Path, models: dict[str, Path], corpora, a, s: Scale, limit: int) -> dict:
     from langgraft.report.evaluate import EvalPlan, evaluate_model
 
-    text_only = EvalPlan(corpora=corpora["heldout"], prompts=PROMPTS)
+    text_only = EvalPlan(
+        corpora=corpora["heldout"], prompts=PROMPTS, max_new_tokens=s.sample_tokens
+    )
     full = EvalPlan(
         corpora=corpora["heldout"], prompts=PROMPTS, mc_task="cmmlu", mc_data=a["cmmlu"].parent,
-        mc_limit=limit,
+        mc_limit=limit, max_new_tokens=s.sample_tokens,
     )  # fmt: skip
-    with_mc = {"imported", "trained"}
+    with_mc = {"imported", "trained"} if limit > 0 else set()
     return {
         name: evaluate_model(
             name, path, out / "eval" / name, full if name in with_mc else text_only
