@@ -79,6 +79,9 @@ def run_command(args: argparse.Namespace) -> int:
         message = environment_error(e)
         if message is None:
             raise
+        if message.startswith("?: "):  # an OSError that names no file: name the output
+            out = getattr(args, "out", None)
+            message = f"writing {out}: {message[3:]}" if out else message[3:]
         if args.verbose:
             logging.exception("details")
         return _fail(args, message, UserError.exit_code)

@@ -141,6 +141,7 @@ def save_checkpoint(
     """Write checkpoint `step` atomically under `root`; returns its directory. Collective:
     every rank calls it (DCP writes each rank's shards; rank 0 the small shared files)."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 
     name = step_name(step)
@@ -157,21 +158,49 @@ def save_checkpoint(
     else:
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-    dcp.save(state, checkpoint_id=str(tmp / "dcp"))
-    if main and os.environ.get(_KILL_IN_SAVE) == str(step):
-        os.kill(os.getpid(), signal.SIGKILL)
-    if main:
-        _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
-        _torch_save(scaler.state_dict() if scaler is not None else {}, tmp / "scaler.pt")
-        (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False))
-        state = {**trainer_state, "world_size": world_size()}
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-    _torch_save(rng_state(), tmp / rng_file(rank()))
+    try:
+        dcp.save(state, checkpoint_id=str(tmp / "dcp"))
+        if main and os.environ.get(_KILL_IN_SAVE) == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if main:
+            _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
+            _torch_save(scaler.state_dict() if scaler is not None else {}, tmp / "scaler.pt")
+            (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False))
+            state = {**trainer_state, "world_size": world_size()}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        _torch_save(rng_state(), tmp / rng_file(rank()))
+    except (Exception, CheckpointException) as e:  # DCP's is a BaseException
+        if not _disk_full(e):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # the partial checkpoint; `latest` is untouched
+        last = root / LATEST
+        good = root / last.read_text().strip() if last.is_file() else None
+        raise UserError(
+            f"{final}: No space left on device while writing the checkpoint of step {step}; "
+            f"the last good checkpoint is {good or 'none yet'} (free space, then --resume auto "
+            "continues from it exactly)"
+        ) from None
     barrier()  # every rank's RNG file is in before the rename
     if main:
         _publish(root, tmp, final, name, keep_last)
     barrier()  # nobody reads or resumes from a checkpoint that is not complete
     return final
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether `e` (or a rank's failure inside DCP's CheckpointException, or torch.save's
+    "unexpected pos" from a short write) is a full disk."""
+    import errno
+
+    causes = [exc for exc, _trace in (getattr(e, "failures", None) or {}).values()] or [e]
+    for c in causes:
+        while c is not None:
+            if isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT):
+                return True
+            if "No space left on device" in str(c) or "unexpected pos" in str(c):
+                return True
+            c = c.__cause__ or c.__context__
+    return False
 
 
 def _publish(root: Path, tmp: Path, final: Path, name: str, keep_last: int) -> None:

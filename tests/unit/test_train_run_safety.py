@@ -269,3 +269,49 @@ def test_the_guard_keeps_the_weights_of_the_last_good_step() -> None:
     assert int(opt.state[p]["step"]) == 1
     bad = guard.check()
     assert bad is not None and bad[0] == 2 and math.isnan(bad[2])
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_last_good_one(
+    setup, capsys, monkeypatch
+) -> None:
+    """ENOSPC inside DCP's writer (wrapped in its CheckpointException, a BaseException): exit 2,
+    one line naming the checkpoint being written and the last good one; the partial checkpoint
+    is removed and `latest` still names the good one (resume after freeing space is exact)."""
+    import errno
+
+    from torch.distributed.checkpoint import FileSystemWriter
+
+    out = setup["t"] / "run-full-disk"
+    calls = {"n": 0}
+    write = FileSystemWriter.write_data
+
+    def full_on_second(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(FileSystemWriter, "write_data", full_on_second)
+    assert main(["train", "--config", str(recipe(setup, out, steps=3))]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert len(err) == 1, err
+    assert f"{out / 'checkpoints' / 'step-00000002'}: No space left on device" in err[0]
+    assert f"last good checkpoint is {out / 'checkpoints' / 'step-00000001'}" in err[0]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000001"
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+
+
+def test_an_oserror_without_a_file_names_the_output(tmp_path, capsys, monkeypatch) -> None:
+    import argparse
+    import errno
+
+    from langgraft.__main__ import run_command
+
+    def fails(args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    args = argparse.Namespace(func=fails, command="x", out=tmp_path / "o", verbose=False)
+    assert run_command(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"langgraft x: error: writing {tmp_path / 'o'}: No space left on device; free " \
+        "some space or write elsewhere", err
