@@ -13,7 +13,8 @@ micro-batch 8, fp32), logs every step (metrics + TensorBoard) and checkpoints ev
 - langgraft: `langgraft train` (per-document attention, chunked loss, loader thread; `--compile`
   adds torch.compile per decoder layer).
 - trainer: transformers.Trainer over the same rows, padded (plain causal attention: it does
-  less, documents see each other).
+  less, documents see each other); `--compile` sets its `torch_compile=True`, so both sides are
+  eager or both compiled.
 - plain: a bare PyTorch loop with *today's* (pre-issue-11) langgraft math: a dense (B, 1, L, L)
   float mask built on the host and fp32 logits of the whole batch. Its loss curve is the
   oracle: langgraft's must match it to fp32 rounding (printed as the max relative difference).
@@ -177,7 +178,7 @@ def arm_trainer(work: Path, out: Path, a: argparse.Namespace) -> dict:
         lr_scheduler_kwargs={"min_lr_rate": MIN_RATIO}, warmup_steps=WARMUP_STEPS,
         max_grad_norm=CLIP, logging_steps=1, save_steps=SAVE_EVERY, save_total_limit=1,
         report_to=["tensorboard"], use_cpu=True, disable_tqdm=True, seed=1024,
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, torch_compile=a.compile,
     )  # fmt: skip
     trainer = InOrder(model=model, args=args, train_dataset=Rows(), data_collator=collate,
                       callbacks=[Clock()])  # fmt: skip
@@ -344,7 +345,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="steps excluded from tokens/s")
     ap.add_argument("--micro-batch", type=int, default=8, help="rows per step (block 256)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per arm")
-    ap.add_argument("--compile", action="store_true", help="langgraft: torch.compile layers")
+    ap.add_argument("--compile", action="store_true",
+                    help="both sides compiled: langgraft compile: true (per decoder layer), "
+                         "Trainer torch_compile=True (the whole model)")  # fmt: skip
     ap.add_argument("--arms", default="langgraft,trainer,plain", help="comma-separated")
     ap.add_argument("--work", type=Path, default=None, help="scratch dir (default: a temp dir)")
     ap.add_argument("--loss-tokens", type=int, default=2048, help="tokens of the memory test")

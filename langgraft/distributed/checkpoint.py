@@ -1,4 +1,4 @@
-"""Resumable checkpoints (torch.distributed.checkpoint) and Hugging Face exports.
+"""Resumable checkpoints (torch.distributed.checkpoint); Hugging Face exports are export.py.
 
 Layout of a run directory's checkpoints/:
 
@@ -23,7 +23,6 @@ rank calls them, and every rank waits at a barrier until the checkpoint is compl
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -338,58 +337,3 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
 def read_recipe(path: Path) -> dict[str, Any]:
     """The resolved recipe the checkpoint was written with."""
     return json.loads((path / "recipe.json").read_text(encoding="utf-8"))
-
-
-def full_hf_model(model: Any) -> Any:
-    """Collective: every rank calls it; rank 0 gets a plain HF model with the full fp32 weights
-    (gathered from FSDP2/TP shards onto CPU, vocabulary padding dropped), the others None."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    from transformers import AutoModelForCausalLM
-
-    from langgraft.distributed.parallelize import real_vocab_size
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(model, options=opts)
-    if rank() != 0:
-        return None
-    real = real_vocab_size(model)
-    for key in ("model.embed_tokens.weight", "lm_head.weight"):
-        if key in state:
-            state[key] = state[key][:real]
-    cfg = copy.deepcopy(model.config)
-    cfg.vocab_size = real
-    if hasattr(cfg, "langgraft_real_vocab_size"):
-        del cfg.langgraft_real_vocab_size
-    with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    plain.load_state_dict(state, strict=False, assign=True)
-    if getattr(cfg, "tie_word_embeddings", False):
-        plain.tie_weights()
-    # Non-persistent buffers (rotary inv_freq) stay on meta: save_pretrained does not write them.
-    left = [n for n, p in plain.named_parameters() if p.is_meta]
-    if left:
-        raise UserError(f"export: weights missing from the training state: {left[:3]}")
-    return plain
-
-
-def export_hf(
-    model: Any, tokenizer: Any, out: Path, recipe: dict[str, Any], meta: dict | None = None
-) -> Path:
-    """A directory `from_pretrained` loads: config, safetensors weights, tokenizer, recipe.
-    Collective under every plugin (the weights are gathered first); rank 0 writes."""
-    from langgraft.fsutil import atomic_output_dir
-
-    plain = full_hf_model(model)
-    if plain is None:
-        barrier()
-        return out
-    with atomic_output_dir(out, overwrite=True) as tmp:
-        plain.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "langgraft_recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False))
-        if meta is not None:  # langgraft.json + the chat template (train/exportmeta.py)
-            from langgraft.train.exportmeta import write_export_meta
-
-            write_export_meta(tmp, meta)
-    barrier()  # the other ranks wait here, not in the next step's collective (NCCL timeout)
-    return out

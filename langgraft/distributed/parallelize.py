@@ -1,7 +1,8 @@
 """`parallelize(model, dims, ...)`: the one function that lays a HF LLaMA model out for training.
 
-Order follows torchtitan's `parallelize_llama`: tensor parallel, activation checkpointing,
-compile, then FSDP2. DDP (plugin ddp) is applied per stage by the trainer (`data_parallel`),
+Order follows torchtitan's `parallelize_llama`: tensor parallel, activation checkpointing (torch's
+checkpoint wrapper around each decoder layer), compile per block (the wrapper included), then
+FSDP2. DDP (plugin ddp) is applied per stage by the trainer (`data_parallel`),
 because DDP fixes its gradient buckets to the parameters that train in that stage; FSDP2 and
 DTensor handle a change of `requires_grad` between stages themselves.
 
@@ -46,11 +47,10 @@ def parallelize(
     if dims.tp > 1:
         apply_tensor_parallel(model, dims)
     if grad_checkpoint:
-        # Non-reentrant checkpointing works with frozen inputs (embeddings-only stages); the
-        # reentrant variant silently drops gradients when no input requires grad.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        log.info("activation checkpointing on")
+        apply_activation_checkpointing(model)
     if compile_layers:
+        # Each block, checkpoint wrapper included, so the compiler sees the recomputation
+        # (torchtitan: AC, then compile per block, then FSDP).
         for layer in decoder_layers(model):
             layer.compile()  # in place: parameter names (and so checkpoints) do not change
         log.info("torch.compile on every decoder layer")
@@ -59,6 +59,24 @@ def parallelize(
     elif not any(p.is_meta for p in model.parameters()):  # on meta: train/build.py fills it
         model.to(device)  # plain, DDP, or tp-only: the non-DTensor rest
     return model
+
+
+def apply_activation_checkpointing(model: Any) -> None:
+    """Wrap every decoder layer in torch's non-reentrant checkpoint wrapper, in the layer list
+    itself, so compile and FSDP2 then apply to the wrapped block. Non-reentrant: the reentrant
+    variant silently drops gradients when no input requires grad (embeddings-only stages).
+    The wrapper's `_checkpoint_wrapped_module.` prefix is dropped from every state-dict name by
+    torch's `get_model_state_dict` (checkpoints and exports keep the HF names)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        CheckpointImpl,
+        checkpoint_wrapper,
+    )
+
+    layers = decoder_layers(model)
+    for i, layer in enumerate(layers):
+        layers[i] = checkpoint_wrapper(layer, checkpoint_impl=CheckpointImpl.NO_REENTRANT,
+                                       preserve_rng_state=True)  # fmt: skip
+    log.info("activation checkpointing on every decoder layer")
 
 
 def apply_fsdp(model: Any, dims: ParallelDims, device: torch.device, precision: str) -> None:

@@ -99,7 +99,21 @@ def block_mask(segments: torch.Tensor, window: int | None = None) -> Any:
 
     B, L = segments.shape
     fn = same_document_causal if window is None else same_document_window
-    return create_block_mask(fn, B, None, L, L, device=segments.device)
+    # On CUDA the compiled builder (torchtitan's) never materialises the B x L x L mask; the
+    # eager one does (fine on CPU, where flex only runs for evaluation and tests).
+    build = _compiled_create_block_mask() if segments.is_cuda else create_block_mask
+    return build(fn, B, None, L, L, device=segments.device)
+
+
+_COMPILED: list[Any] = []
+
+
+def _compiled_create_block_mask() -> Any:
+    if not _COMPILED:
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        _COMPILED.append(torch.compile(create_block_mask))
+    return _COMPILED[0]
 
 
 def document_attention(

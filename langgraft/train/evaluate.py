@@ -4,11 +4,14 @@ probe from langgraft.eval, so forgetting of the original language shows up durin
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from langgraft.distributed.dims import ParallelDims
+from langgraft.distributed.parallel import gather_objects
 from langgraft.train.data import PreparedDataset, Row
 from langgraft.train.loss import MicroBatch, category_totals, forward_nll, row_sums
 from langgraft.train.recipe import EvalConfig
@@ -24,25 +27,44 @@ def heldout_loss(
     collate: Callable[[list[Row]], MicroBatch],
     batch_size: int,
     autocast: Any,
+    dims: ParallelDims | None = None,
 ) -> dict[str, tuple[float, int]]:
     """{category: (summed nll, supervised tokens)} over the first `max_rows` rows (bucket order),
     collated and run exactly as training does (`collate` is the trainer's, `autocast` its
-    precision), so a flash-attention run gets packed rows in bf16 here too."""
+    precision), so a flash-attention run gets packed rows in bf16 here too.
+
+    The rows are split over the data-parallel ranks (every dp-th row; the tp ranks of a group
+    share theirs) and the sums gathered: each rank scores 1/dp of them instead of all. A sharded
+    forward is collective, so every rank runs the same number of batches: a rank whose share
+    ends early repeats a row and drops its result."""
     rows = []
     for b in dataset.buckets:
         rows += [b.row(i) for i in range(min(b.num_rows, max_rows - len(rows)))]
+    dp, dp_rank = (dims.dp, dims.dp_rank) if dims is not None else (1, 0)
+    mine = rows[dp_rank::dp]
+    batches = math.ceil(math.ceil(len(rows) / dp) / batch_size)  # the largest share's
     sums: dict[str, tuple[float, int]] = {}
     model.eval()
     with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            mb = collate(rows[i : i + batch_size])
+        for i in range(batches):
+            part = mine[i * batch_size : (i + 1) * batch_size]
+            mb = collate(part or rows[:1])
             mbd = mb.to(device)
             with autocast():
                 nll = forward_nll(model, mbd)
-            for c, (s, n) in category_totals(row_sums(nll, mbd), mb).items():
-                s0, n0 = sums.get(c, (0.0, 0))
-                sums[c] = (s0 + s, n0 + n)
+            if part:
+                _merge(sums, category_totals(row_sums(nll, mbd), mb))
+    if dp > 1:
+        gathered, sums = gather_objects(sums, dims.dp_group), {}
+        for other in gathered:
+            _merge(sums, other)
     return sums
+
+
+def _merge(into: dict[str, tuple[float, int]], part: dict[str, tuple[float, int]]) -> None:
+    for c, (s, n) in part.items():
+        s0, n0 = into.get(c, (0.0, 0))
+        into[c] = (s0 + s, n0 + n)
 
 
 def evaluate(
@@ -54,10 +76,11 @@ def evaluate(
     collate: Callable[[list[Row]], MicroBatch],
     batch_size: int,
     autocast: Any,
+    dims: ParallelDims | None = None,
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     for ds in datasets:
-        sums = heldout_loss(model, ds, cfg.max_rows, device, collate, batch_size, autocast)
+        sums = heldout_loss(model, ds, cfg.max_rows, device, collate, batch_size, autocast, dims)
         name = ds.path.name
         for c, (s, n) in sorted(sums.items()):
             out[f"eval/{name}/loss/{c}"] = s / max(n, 1)

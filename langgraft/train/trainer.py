@@ -30,6 +30,7 @@ from tqdm import tqdm
 from langgraft.config import to_dict
 from langgraft.distributed import checkpoint as ckpt
 from langgraft.distributed.dims import ParallelDims
+from langgraft.distributed.export import export_hf
 from langgraft.distributed.parallel import data_parallel, rank
 from langgraft.distributed.parallelize import clip_grad_norm
 from langgraft.errors import UserError
@@ -342,7 +343,7 @@ class Trainer:
             self._check_finite_weights("export")
         if recipe.checkpoint.export_hf:  # collective: the weights are gathered, rank 0 writes
             meta = export_meta(recipe, plan, self.chat_templates[plan.index], self.state_dict(plan))
-            export = ckpt.export_hf(
+            export = export_hf(
                 self.model, self.tokenizer,
                 self.out / "export" / f"stage-{plan.index}-{stage.name}", to_dict(recipe), meta,
             )  # fmt: skip
@@ -374,7 +375,7 @@ class Trainer:
         row.update(
             evaluate(
                 self.model, self.tokenizer, self.recipe.eval, self.eval_sets, self.device,
-                self.collate, plan.stage.micro_batch_size, self.autocast,
+                self.collate, plan.stage.micro_batch_size, self.autocast, self.dims,
             )
         )  # fmt: skip
         log.info("eval at step %d: %s", self.global_step,

@@ -101,3 +101,28 @@ def test_tensor_parallel_equals_one_process(real) -> None:
 
     m = AutoModelForCausalLM.from_pretrained(out / "export" / "stage-1-mix")
     assert m.lm_head.weight.shape[0] == 641 and m.config.vocab_size == 641
+
+
+@pytest.mark.parametrize("plugin", ["zero2", "gemini"])
+def test_sharded_export_is_the_training_state_bit_for_bit(real, straight, plugin: str) -> None:
+    """Every rank writes its shards of the export (DCP's Hugging Face writer, consolidated into
+    model.safetensors); the tensors equal the stage-end checkpoint read back in one process
+    exactly, and AutoModelForCausalLM loads the export (tied embeddings tied)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from langgraft.distributed.checkpoint import load_model_weights
+
+    out = straight(plugin)
+    export = out / "export" / "stage-1-mix"
+    assert sorted(p.name for p in export.glob("*.safetensors")) == ["model.safetensors"]
+    assert not (export / "sharded").exists()
+    exported = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)
+    assert exported.lm_head.weight.data_ptr() == exported.model.embed_tokens.weight.data_ptr()
+    torch.manual_seed(0)
+    truth = AutoModelForCausalLM.from_config(exported.config, dtype=torch.float32)  # random
+    latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    load_model_weights(truth, latest)  # the stage-end checkpoint, DCP, one process
+    a, b = exported.state_dict(), truth.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]

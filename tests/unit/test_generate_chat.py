@@ -46,7 +46,7 @@ def stories(stories: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """stories260K through the trainer's export (not a hand-written langgraft.json)."""
     from transformers import AutoModelForCausalLM
 
-    from langgraft.distributed.checkpoint import export_hf
+    from langgraft.distributed.export import export_hf
     from langgraft.tokenizer.hf import load_tokenizer
     from langgraft.train.exportmeta import export_meta
 

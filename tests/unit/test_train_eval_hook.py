@@ -126,3 +126,40 @@ def test_the_hook_runs_through_training_collation_and_precision(tmp_path, monkey
         assert autocast, kind  # bf16 like the training step, the probe included
         if kind == "loss":
             assert impl == "eager" and mask_dtype == torch.bfloat16
+
+
+def test_heldout_rows_are_split_over_data_parallel_ranks(run) -> None:
+    """Each dp rank scores every dp-th row (the same number of batches on every rank: a sharded
+    forward is collective); the ranks' sums merged are the one-process sums."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    from langgraft.train.data import PreparedDataset
+    from langgraft.train.evaluate import heldout_loss
+    from langgraft.train.loss import Collator
+
+    model = AutoModelForCausalLM.from_pretrained(run["t"] / "model", dtype=torch.float32)
+    ds = PreparedDataset(run["held"])
+    seen: list[int] = []
+
+    def collate(rows):
+        seen.append(len(rows))
+        return Collator(0)(rows)
+
+    cpu, none = torch.device("cpu"), __import__("contextlib").nullcontext
+    whole = heldout_loss(model, ds, 7, cpu, collate, 3, none)
+    assert seen == [3, 3, 1]
+    merged: dict[str, tuple[float, int]] = {}
+    for r in (0, 1):
+        seen.clear()
+        dims = SimpleNamespace(dp=2, dp_rank=r, dp_group=None)
+        part = heldout_loss(model, ds, 7, cpu, collate, 3, none, dims)
+        # rows 0,2,4,6 / 1,3,5: two batches on each rank (rank 1's second repeats row 0 and is
+        # dropped)
+        assert seen == [3, 1]
+        for c, (s, n) in part.items():
+            merged[c] = (merged.get(c, (0.0, 0))[0] + s, merged.get(c, (0.0, 0))[1] + n)
+    assert merged.keys() == whole.keys()
+    for c in whole:
+        assert merged[c][1] == whole[c][1] and merged[c][0] == pytest.approx(whole[c][0], rel=1e-6)
