@@ -20,9 +20,7 @@ passes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from langgraft.errors import UserError
@@ -88,22 +86,6 @@ def family(model_type: str | None, where: str) -> Family:
 
 def require_supported(model_type: str | None, where: str) -> Family:
     return family(model_type, where)
-
-
-def family_of_dir(model_dir: str | Path) -> Family:
-    """The family named by `model_dir`/config.json (read as JSON: nothing is loaded)."""
-    path = Path(model_dir) / "config.json"
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(
-            f"{model_dir}: not a Hugging Face model directory (no config.json)"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable config ({e})") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{path}: not a JSON object")
-    return family(cfg.get("model_type"), str(path))
 
 
 def family_of(model: Any) -> Family:

@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_train_loss import doc, packed_row, separate_nll  # VOCAB 97, as there
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
@@ -50,30 +51,6 @@ def config(model_type: str, impl: str):
 def model_of(model_type: str, impl: str, seed: int = 0):
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config(model_type, impl)).float().eval()
-
-
-def doc(rng: np.random.Generator, n: int) -> np.ndarray:
-    ids = rng.integers(3, VOCAB, n).astype(np.int32)
-    ids[0], ids[-1] = 1, 2
-    return ids
-
-
-def packed_row(docs: list[np.ndarray]) -> Row:
-    ids = np.concatenate(docs)
-    labels = ids.copy()
-    labels[np.cumsum([0] + [len(d) for d in docs[:-1]])] = -100
-    return Row(ids, labels.astype(np.int32), np.array([len(d) for d in docs], np.int32), "c")
-
-
-def separate_nll(model, docs: list[np.ndarray]) -> float:
-    total = 0.0
-    for d in docs:
-        ids = torch.from_numpy(d.astype(np.int64))[None]
-        logits = model(input_ids=ids, use_cache=False).logits
-        total += float(
-            torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum")
-        )
-    return total
 
 
 def packed_nll(model, rows: list[Row], impl: str, windows) -> float:
