@@ -70,9 +70,15 @@ def test_parallelize_applies_checkpointing_and_compile_in_place() -> None:
 
     cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
     model = LlamaForCausalLM(cfg)
     names = [n for n, _ in model.named_parameters()]
     parallelize(model, ParallelDims("none", 1), torch.device("cpu"), True, True)
-    assert model.is_gradient_checkpointing
+    # torchtitan's order: the checkpoint wrapper around each layer, then compile of the wrapped
+    # block (FSDP2 last, when sharded)
+    assert all(isinstance(layer, CheckpointWrapper) for layer in model.model.layers)
     assert all(layer._compiled_call_impl is not None for layer in model.model.layers)
-    assert [n for n, _ in model.named_parameters()] == names  # checkpoints keep their keys
+    # checkpoints and exports keep the HF keys (get_model_state_dict drops the wrapper prefix)
+    assert list(get_model_state_dict(model)) == names

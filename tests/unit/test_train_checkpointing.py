@@ -40,19 +40,3 @@ def test_checkpointed_layers_train_like_plain_ones_and_keep_hf_names(tmp_path) -
     b = load_file(str(tmp_path / "ac" / "export" / "stage-1-s" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not any("_checkpoint_wrapped_module" in k for k in b)
-
-
-def test_the_order_is_checkpoint_then_compile() -> None:
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from langgraft.distributed.dims import ParallelDims
-    from langgraft.distributed.parallelize import parallelize
-
-    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
-    model = parallelize(LlamaForCausalLM(cfg), ParallelDims("none", 1), torch.device("cpu"),
-                        grad_checkpoint=True, compile_layers=True)  # fmt: skip
-    for layer in model.model.layers:
-        assert isinstance(layer, CheckpointWrapper)  # the wrapper is what was compiled
-        assert layer._compiled_call_impl is not None
