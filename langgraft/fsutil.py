@@ -193,6 +193,23 @@ def _is_partial(directory: Path) -> bool:
 
 
 @contextlib.contextmanager
+def _claimed(
+    out: PathLike, overwrite: bool, inputs: Iterable[PathLike | None], kind: str
+) -> Iterator[Path]:
+    """The refusals every output shares, then its lock: `out` (absolute) is not an input, may
+    be replaced, and is ours for the block (checked again under the lock: a run that held it
+    may just have finished; its stale scratch is removed)."""
+    out = _absolute(out)
+    check_not_an_input(out, inputs)
+    _check_replaceable(out, overwrite, kind)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        _remove_stale_scratch(out)
+        _check_replaceable(out, overwrite, kind)
+        yield out
+
+
+@contextlib.contextmanager
 def atomic_output_dir(
     out: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()
 ) -> Iterator[Path]:
@@ -202,13 +219,7 @@ def atomic_output_dir(
     stage could load by mistake. See the module docstring for what is refused.
     """
     given = out
-    out = _absolute(out)
-    check_not_an_input(out, inputs)
-    _check_replaceable(out, overwrite, "dir")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(out):
-        _remove_stale_scratch(out)
-        _check_replaceable(out, overwrite, "dir")  # a run that held the lock may just have finished
+    with _claimed(out, overwrite, inputs, "dir") as out:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
         try:
             os.chmod(tmp, 0o777 & ~_umask())
@@ -230,13 +241,7 @@ def output_dir_in_place(
     work done at `out` itself. An old output is moved aside (`.NAME.old-PID`) and comes back if
     the run fails; the marker says `partial` until the block succeeds, so the next run into
     `out` also puts the old output back after a SIGKILL."""
-    out = _absolute(out)
-    check_not_an_input(out, inputs)
-    _check_replaceable(out, overwrite, "dir")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(out):
-        _remove_stale_scratch(out)
-        _check_replaceable(out, overwrite, "dir")
+    with _claimed(out, overwrite, inputs, "dir") as out:
         old = None
         if out.is_dir() and any(out.iterdir()):
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -291,13 +296,7 @@ def atomic_output_file(
     Killed mid-run, the old `out` is intact. Refuses to replace without --overwrite, refuses a
     directory, and refuses an output that is or lies inside an input.
     """
-    out = _absolute(out)
-    check_not_an_input(out, inputs)
-    _check_replaceable(out, overwrite, "file")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(out):
-        _remove_stale_scratch(out)
-        _check_replaceable(out, overwrite, "file")
+    with _claimed(out, overwrite, inputs, "file") as out:
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent)
         os.close(fd)
         tmp = Path(name)
