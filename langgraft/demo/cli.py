@@ -108,7 +108,7 @@ def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path) -> dict[str, Any]:
     clock = Timeline(9)
     what = "stories260K (llama2.c)" if "model" not in a else f"{a['model']}"
     with clock.step("import", f"import {what} as a Hugging Face model") as n:
-        base = import_base(a, out)
+        base = import_base(a, out, cfg.progress)
         s = scale_for(json.loads((base / "config.json").read_text()), cfg.quick)
         n["done"] = f"{name}; sizes: {s}"
     limit = s.cmmlu_limit if cfg.cmmlu_limit is None else cfg.cmmlu_limit

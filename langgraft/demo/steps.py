@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +96,7 @@ def model_name(a: dict[str, Path]) -> str:
     return m.name.split(".")[0] if m.is_file() else m.resolve().name
 
 
-def import_base(a: dict[str, Path], out: Path) -> Path:
+def import_base(a: dict[str, Path], out: Path, progress: bool = True) -> Path:
     """stories260K from llama2.c into out/base; or --model: a GGUF is imported into out/base
     (dequantized to fp32, `langgraft model import-gguf`), a Hugging Face directory of a
     supported family is checked and used where it is (not copied: it may be gigabytes)."""
@@ -110,7 +111,7 @@ def import_base(a: dict[str, Path], out: Path) -> Path:
     if "model" in a:
         from langgraft.model.gguf import import_gguf
 
-        import_gguf(a["model"], out / "base")
+        import_gguf(a["model"], out / "base", progress=progress and sys.stderr.isatty())
     else:
         from langgraft.model.llama2c import import_llama2c
 

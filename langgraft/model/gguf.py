@@ -14,8 +14,12 @@ header before anything is dequantized.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import sys
+import unittest.mock
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +71,12 @@ def model_type_of(header: dict[str, Any]) -> str:
     return arch
 
 
-def import_gguf(gguf: Path, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
+def import_gguf(
+    gguf: Path, out_dir: Path, dtype: str = "float32", progress: bool | None = None
+) -> dict[str, Any]:
     """Write the dense HF model and its tokenizer into `out_dir` (an existing scratch directory).
-    Returns the metadata recorded in langgraft.json."""
+    Returns the metadata recorded in langgraft.json. `progress`: transformers' de-quantizing
+    bar (default: only on a terminal, like every other langgraft bar)."""
     from langgraft.model.families import require_supported
 
     gguf = Path(gguf)
@@ -80,21 +87,32 @@ def import_gguf(gguf: Path, out_dir: Path, dtype: str = "float32") -> dict[str, 
     import torch
     from tokenizers import pre_tokenizers
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers.utils import logging as hf_logging
 
     from langgraft.fsutil import safetensors_write_errors, sha256_file
     from langgraft.model.meta import write_meta
 
     where = dict(gguf_file=gguf.name, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, **where, dtype=getattr(torch, dtype),
-        quantization_config=GgufConfig(dequantize=True),
-    )  # fmt: skip
-    if model.config.model_type != model_type:  # transformers disagrees with our reading
-        require_supported(model.config.model_type, str(gguf))
-    # general.name lands in config.json under this key; it is not a path or a hub id.
-    model.config.__dict__.pop("_model_name_or_path", None)
-    with safetensors_write_errors(Path(out_dir) / "model.safetensors"):
-        model.save_pretrained(out_dir)
+    show = sys.stderr.isatty() if progress is None else progress
+    with contextlib.ExitStack() as quiet:
+        if not show:  # transformers' shard-writing bar and the GGUF reader's plain tqdm
+            import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+            was = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+            quiet.callback(hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)
+            quiet.enter_context(unittest.mock.patch.object(
+                gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True)))  # fmt: skip
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, **where, dtype=getattr(torch, dtype),
+            quantization_config=GgufConfig(dequantize=True),
+        )  # fmt: skip
+        if model.config.model_type != model_type:  # transformers disagrees with our reading
+            require_supported(model.config.model_type, str(gguf))
+        # general.name lands in config.json under this key; it is not a path or a hub id.
+        model.config.__dict__.pop("_model_name_or_path", None)
+        with safetensors_write_errors(Path(out_dir) / "model.safetensors"):
+            model.save_pretrained(out_dir)
     n_params = sum(p.numel() for p in model.parameters())
     del model
 
