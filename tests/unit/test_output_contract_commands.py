@@ -270,7 +270,7 @@ def test_a_failed_demo_restores_the_previous_output(shared_data: Path, tmp_path:
     before = snapshot(tmp_path)
     seen = {}
 
-    def fail(a: dict, o: Path) -> Path:
+    def fail(a: dict, o: Path, progress: bool = True) -> Path:
         seen["marker"] = json.loads((o / MARKER).read_text())
         seen["status"] = json.loads((o / "demo.json").read_text())["status"]
         raise UserError("simulated failure in step 1")
