@@ -13,7 +13,7 @@ import torch
 from langgraft.distributed.dims import ParallelDims
 from langgraft.distributed.parallel import gather_objects
 from langgraft.train.data import PreparedDataset, Row
-from langgraft.train.loss import MicroBatch, category_totals, forward_nll, row_sums
+from langgraft.train.loss import MicroBatch, add_totals, category_totals, forward_nll, row_sums
 from langgraft.train.recipe import EvalConfig
 
 log = logging.getLogger(__name__)
@@ -53,18 +53,12 @@ def heldout_loss(
             with autocast():
                 nll = forward_nll(model, mbd)
             if part:
-                _merge(sums, category_totals(row_sums(nll, mbd), mb))
+                add_totals(sums, category_totals(row_sums(nll, mbd), mb))
     if dp > 1:
         gathered, sums = gather_objects(sums, dims.dp_group), {}
         for other in gathered:
-            _merge(sums, other)
+            add_totals(sums, other)
     return sums
-
-
-def _merge(into: dict[str, tuple[float, int]], part: dict[str, tuple[float, int]]) -> None:
-    for c, (s, n) in part.items():
-        s0, n0 = into.get(c, (0.0, 0))
-        into[c] = (s0 + s, n0 + n)
 
 
 def evaluate(

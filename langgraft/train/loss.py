@@ -282,6 +282,13 @@ def category_totals(
     return out
 
 
+def add_totals(into: dict[str, tuple[float, int]], part: dict[str, tuple[float, int]]) -> None:
+    """Add per-category (summed nll, tokens) `part` into `into` (micro-batches, ranks)."""
+    for c, (s, n) in part.items():
+        s0, n0 = into.get(c, (0.0, 0))
+        into[c] = (s0 + s, n0 + n)
+
+
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-position fp32 nll (B, L-1) from full logits; 0 where the label is -100. For callers
     that already hold logits; training and held-out loss use `forward_nll`."""

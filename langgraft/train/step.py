@@ -18,7 +18,7 @@ import torch
 from langgraft.distributed.dims import ParallelDims
 from langgraft.distributed.parallel import gather_objects, sum_float, sum_tensor
 from langgraft.distributed.parallelize import grad_sync
-from langgraft.train.loss import MicroBatch, category_totals, forward_nll, row_sums
+from langgraft.train.loss import MicroBatch, add_totals, category_totals, forward_nll, row_sums
 from langgraft.train.setup import NeftHook
 
 
@@ -99,20 +99,14 @@ def step_totals(
         start += len(mb.categories)
         loss_sum += sum(part)
         if categories:
-            _merge(cats, category_totals(part, mb))
+            add_totals(cats, category_totals(part, mb))
     if world > 1:  # the logged loss is the global step's, identical on every rank
         loss_sum = sum_float(loss_sum, device, group)
         parts = gather_objects(cats, group) if categories else []
         cats = {}
         for part_cats in parts:
-            _merge(cats, part_cats)
+            add_totals(cats, part_cats)
     return loss_sum / max(supervised, 1), supervised, tokens, cats
-
-
-def _merge(into: dict[str, tuple[float, int]], part: dict[str, tuple[float, int]]) -> None:
-    for c, (s, n) in part.items():
-        s0, n0 = into.get(c, (0.0, 0))
-        into[c] = (s0 + s, n0 + n)
 
 
 class DivergenceGuard:
