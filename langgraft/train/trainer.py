@@ -300,7 +300,8 @@ class Trainer:
             self._check_diverged(plan)
             loss, supervised, _, cats = step_totals(res, self.device, self.dims)
             if not math.isfinite(loss):
-                raise UserError(self._diverged(plan, self.global_step, loss, float(grad_norm)))
+                raise UserError(self._diverged(plan, self.global_step, f"loss {loss}",
+                                               float(grad_norm)))  # fmt: skip
             window = self._flush_tokens()
             row = self._row(plan, loss, cats, lr, float(grad_norm), supervised, meter.rate(window))
             metrics.write(row)
@@ -320,7 +321,8 @@ class Trainer:
         bad = self.guard.check()
         if bad is not None:
             step, loss_sum, norm = bad
-            raise UserError(self._diverged(plan, step, loss_sum, norm))
+            loss = f"summed loss {loss_sum} on rank {self.rank}"  # a quiet step: not reduced
+            raise UserError(self._diverged(plan, step, loss, norm))
 
     def _end_stage(
         self, plan: StagePlan, run: _StageRun, metrics: MetricsLogger, saved_at: int
@@ -382,12 +384,12 @@ class Trainer:
                  ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("eval/")))  # fmt: skip
         return row
 
-    def _diverged(self, plan: StagePlan, step: int, loss: float, grad_norm: float) -> str:
+    def _diverged(self, plan: StagePlan, step: int, loss: str, grad_norm: float) -> str:
         latest = ckpt.find_checkpoint(self.out, "auto") if self.main else None
         stage_step = self.stage_step - (self.global_step - step)
         return (
-            f"stage {plan.stage.name!r} step {stage_step} (global step {step}): loss "
-            f"{loss}, gradient norm {grad_norm}: training diverged; no update was applied "
+            f"stage {plan.stage.name!r} step {stage_step} (global step {step}): {loss}, "
+            f"gradient norm {grad_norm}: training diverged; no update was applied "
             "from this step on (no export). Last good checkpoint: "
             f"{latest or 'none yet'}. Lower the learning rate, or use bf16 instead of fp16"
         )
