@@ -225,8 +225,10 @@ class Trainer:
             if every and self.global_step % every == 0 and self.stage_step < plan.total_steps:
                 self._save(plan, run.optimizer, run.scheduler, run.scaler)
                 saved_at = self.global_step
-            # every rank: a sharded model's forward is collective (rank 0 writes the row)
-            if recipe.eval.interval and self.global_step % recipe.eval.interval == 0:
+            # every rank: a sharded model's forward is collective (rank 0 writes the row); the
+            # stage's last step is evaluated once, by _end_stage (after a LoRA merge)
+            at = recipe.eval.interval
+            if at and self.global_step % at == 0 and self.stage_step < plan.total_steps:
                 metrics.write(self._eval_row(plan))
                 self.model.train()
         export = self._end_stage(plan, run, metrics, saved_at)
