@@ -371,15 +371,22 @@ def _write_generation_config(
 
 
 def _write_tokenizer(src: Path, plan: ExpandPlan, out: Path, write_hf_tokenizer: Any) -> None:
-    """Copy a HF tokenizer directory as is; build the HF files from a bare tokenizer.model."""
+    """Copy a HF tokenizer directory (or build the HF files from a bare tokenizer.model) with
+    the model's own length limit: `tokenizer expand` knows no model, and a limit above the
+    model's positions makes transformers warn on every long text (issue 22)."""
+    from langgraft.tokenizer.hf import model_max_length_of
+
+    max_len = model_max_length_of(plan.cfg.model)
     src = Path(src)
-    if src.is_dir() and (src / "tokenizer.json").is_file():
-        for name in TOKENIZER_FILES:
-            if (src / name).is_file():
-                shutil.copyfile(src / name, out / name)
+    if not (src.is_dir() and (src / "tokenizer.json").is_file()):
+        write_hf_tokenizer(plan.tgt_proto, out, model_max_length=max_len)
         return
-    src_cfg = Path(plan.cfg.model) / "tokenizer_config.json"
-    max_len = json.loads(src_cfg.read_text()).get("model_max_length") if src_cfg.is_file() else None
-    if not isinstance(max_len, int) or max_len > 10**8:
-        max_len = int(plan.config.get("max_position_embeddings", 4096))
-    write_hf_tokenizer(plan.tgt_proto, out, model_max_length=max_len)
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    tok_cfg = out / "tokenizer_config.json"
+    if max_len is not None and tok_cfg.is_file():
+        data = json.loads(tok_cfg.read_text("utf-8"))
+        if isinstance(data, dict) and data.get("model_max_length") != max_len:
+            data["model_max_length"] = max_len
+            tok_cfg.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")

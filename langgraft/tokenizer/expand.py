@@ -288,7 +288,11 @@ def expand_inputs(cfg: ExpandConfig) -> list[Path]:
 
 def expand_sentencepiece(cfg: ExpandConfig) -> dict:
     from langgraft.fsutil import atomic_output_dir, sha256_file
-    from langgraft.tokenizer.hf import build_fast_tokenizer, write_hf_tokenizer
+    from langgraft.tokenizer.hf import (
+        build_fast_tokenizer,
+        model_max_length_of,
+        write_hf_tokenizer,
+    )
 
     if cfg.pattern is not None:
         raise UserError("--pattern is for tiktoken ranks files, not SentencePiece models")
@@ -355,8 +359,11 @@ def expand_sentencepiece(cfg: ExpandConfig) -> dict:
         "check_corpus_samples": samples_checked,
         "held_out": held_fig,
         "sources": sources_record(cfg),
+        "model_max_length": model_max_length_of(src_path.parent),
     }
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=expand_inputs(cfg)) as tmp:
-        write_hf_tokenizer(proto, tmp)
+        # The source's limit (a model directory's own), not a made-up one: a larger limit than
+        # the model's positions makes transformers warn on every long text (issue 22).
+        write_hf_tokenizer(proto, tmp, model_max_length=summary["model_max_length"])
         write_record(tmp / "expansion.json", summary, exp.result)
     return summary

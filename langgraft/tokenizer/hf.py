@@ -106,9 +106,13 @@ def _special(proto: ModelProto, idx: int) -> str | None:
 
 
 def write_hf_tokenizer(
-    proto: ModelProto, out_dir: str | Path, model_max_length: int = 4096
+    proto: ModelProto, out_dir: str | Path, model_max_length: int | None = None
 ) -> None:
-    """Write tokenizer.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json."""
+    """Write tokenizer.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json.
+
+    `model_max_length` is the limit of the model the tokenizer serves; None (a bare
+    tokenizer.model, no model known) writes none, so transformers assumes no limit instead of
+    a made-up one that warns on every longer text (issue 22)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_proto(proto, out / "tokenizer.model")
@@ -143,11 +147,28 @@ def write_hf_tokenizer(
         "clean_up_tokenization_spaces": False,
         # Raw text such as WikiText's literal "<unk>" must stay text, as in sentencepiece.
         "split_special_tokens": True,
-        "model_max_length": model_max_length,
         "added_tokens_decoder": added,
     }
+    if model_max_length is not None:
+        config["model_max_length"] = model_max_length
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2, ensure_ascii=False))
+
+
+def model_max_length_of(model_dir: str | Path) -> int | None:
+    """The length limit of the model (or tokenizer) in `model_dir`: its tokenizer_config.json's
+    model_max_length when that is a real limit, else config.json's max_position_embeddings,
+    else None. transformers writes 1e30 for "no limit"; that is not one."""
+    d = Path(model_dir)
+    for name, key in (("tokenizer_config.json", "model_max_length"),
+                      ("config.json", "max_position_embeddings")):  # fmt: skip
+        try:
+            value = json.loads((d / name).read_text("utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue  # absent or unreadable: the next source, or no limit
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 10**8:
+            return value
+    return None
 
 
 def load_tokenizer(src: str | Path, pattern: str | None = None) -> Any:
@@ -163,7 +184,7 @@ def load_tokenizer(src: str | Path, pattern: str | None = None) -> Any:
     p = Path(src)
     if p.is_dir() and (p / "tokenizer.json").is_file():
         try:
-            return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+            return _quiet_about_length(AutoTokenizer.from_pretrained(str(p), local_files_only=True))
         except Exception as e:  # tokenizers raises a bare Exception for a corrupt tokenizer.json
             from langgraft.model.checks import tokenizer_load_error
 
@@ -173,8 +194,10 @@ def load_tokenizer(src: str | Path, pattern: str | None = None) -> Any:
     if p.is_file() and looks_like_tiktoken(p):
         bl = load_bytelevel_source(p, pattern)
         specials = bl.side_files.get("special_tokens_map.json", {})
-        return PreTrainedTokenizerFast(
-            tokenizer_object=bl.tokenizer(), clean_up_tokenization_spaces=False, **specials
+        return _quiet_about_length(
+            PreTrainedTokenizerFast(
+                tokenizer_object=bl.tokenizer(), clean_up_tokenization_spaces=False, **specials
+            )
         )
     proto = load_proto(p)
     ts = proto.trainer_spec
@@ -188,6 +211,17 @@ def load_tokenizer(src: str | Path, pattern: str | None = None) -> Any:
     )
     if not len(tok):
         raise UserError(f"{p}: tokenizer has an empty vocabulary")
+    return _quiet_about_length(tok)
+
+
+def _quiet_about_length(tok: Any) -> Any:
+    """Silence transformers' "sequence length is longer than the specified maximum" warning.
+
+    langgraft tokenizes whole documents and then cuts them into windows that fit the model
+    (eval text, prepare, self-replay) or checks the limit itself (generate, chat, eval mc), so
+    the warning fired on every long document and never on a real overflow. The saved
+    tokenizer_config.json keeps the model's limit for other readers."""
+    tok.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     return tok
 
 
