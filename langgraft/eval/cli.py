@@ -113,12 +113,21 @@ def load_model(args: ModelArgs) -> tuple[Any, Any]:
 
 def run_mc(args: argparse.Namespace) -> int:
     from langgraft.eval.mc import check_options
-    from langgraft.eval.report import compare, counts_table, forgetting, write_results
+    from langgraft.eval.report import (
+        collect_results,
+        compare,
+        counts_table,
+        forgetting,
+        write_results,
+    )
     from langgraft.eval.tasks import load_task
     from langgraft.fsutil import atomic_output_dir
 
     cfg = from_namespace(McConfig, args)
     if cfg.compare:
+        skipped = collect_results(cfg.compare)[1]
+        if skipped:
+            log.info("not eval mc results, skipped: %s", " ".join(map(str, skipped)))
         print(compare(cfg.compare), end="")
         delta = forgetting(cfg.compare)
         if delta:
@@ -144,10 +153,10 @@ def run_mc(args: argparse.Namespace) -> int:
 
 
 def _headline(result: dict) -> str:
+    from langgraft.eval.report import pct
+
     ov = result["overall"]
-    parts = [
-        f"{m} {100 * ov[m]['acc']:.2f} ± {100 * ov[m]['stderr']:.2f}" for m in result["metrics"]
-    ]
+    parts = [f"{m} {pct(ov[m])}" for m in result["metrics"]]
     return f"{result['task']} ({ov['n']} questions): " + ", ".join(parts)
 
 

@@ -63,13 +63,7 @@ def summarize(task: Task, records: list[dict], metrics: list[str]) -> dict[str, 
     overall: dict[str, Any] = {"n": len(records)}
     for m in metrics:
         overall[m] = accuracy([r["correct"][m] for r in records])
-        accs = [e[m]["acc"] for e in subjects.values()]
-        ses = [e[m]["stderr"] for e in subjects.values() if not math.isnan(e[m]["stderr"])]
-        overall[f"{m}_macro"] = {
-            "acc": sum(accs) / len(accs) if accs else float("nan"),
-            "stderr": math.sqrt(sum(x * x for x in ses)) / len(accs) if accs else float("nan"),
-            "n": len(accs),
-        }
+        overall[f"{m}_macro"] = macro_average([e[m] for e in subjects.values()])
     return {
         "task": task.name,
         "split": task.split,
@@ -82,6 +76,21 @@ def summarize(task: Task, records: list[dict], metrics: list[str]) -> dict[str, 
         "skipped_by_reason": skipped_by_reason(task),
         "left_out": dict(task.left_out),
     }
+
+
+def macro_average(subjects: list[dict]) -> dict[str, float | int]:
+    """Mean of the subjects' accuracies and its standard error sqrt(sum se_k^2) / K.
+
+    A subject scored on one question has no standard error (its variance cannot be estimated
+    from one answer), yet it weighs 1/K in the mean: leaving its term out of the sum would
+    understate the error, and leaving the subject out would change the mean. So the macro
+    standard error is NaN ("not available") as soon as one subject lacks its own."""
+    k = len(subjects)
+    if not k:
+        return {"acc": float("nan"), "stderr": float("nan"), "n": 0}
+    ses = [e["stderr"] for e in subjects]
+    se = math.sqrt(sum(x * x for x in ses)) / k  # NaN propagates: see the docstring
+    return {"acc": sum(e["acc"] for e in subjects) / k, "stderr": se, "n": k}
 
 
 def skipped_by_reason(task: Task) -> dict[str, int]:
@@ -113,10 +122,12 @@ def _count(xs) -> dict[int, int]:
     return dict(out)
 
 
-def _pct(m: dict) -> str:
-    return (
-        f"{100 * m['acc']:.2f} ± {100 * m['stderr']:.2f}" if m["n"] > 1 else f"{100 * m['acc']:.2f}"
-    )
+def pct(m: dict) -> str:
+    """Accuracy in points, with its standard error where one exists (n = 1, or a macro average
+    over such subjects, has none: see macro_average)."""
+    if math.isfinite(m["stderr"]):
+        return f"{100 * m['acc']:.2f} ± {100 * m['stderr']:.2f}"
+    return f"{100 * m['acc']:.2f} (SE n/a)" if m["n"] > 1 else f"{100 * m['acc']:.2f}"
 
 
 def markdown(result: dict) -> str:
@@ -125,19 +136,19 @@ def markdown(result: dict) -> str:
     lines = [f"# {result['task']} ({result['split']}) — {result.get('model', '')}\n", head.rstrip()]
     ov = result["overall"]
     lines.append(
-        f"| **overall (micro)** | {ov['n']} | " + " | ".join(_pct(ov[m]) for m in metrics) + " |"
+        f"| **overall (micro)** | {ov['n']} | " + " | ".join(pct(ov[m]) for m in metrics) + " |"
     )
     lines.append(
         "| overall (macro) | "
         + str(ov[metrics[0] + "_macro"]["n"])
         + " subjects | "
-        + " | ".join(_pct(ov[m + "_macro"]) for m in metrics)
+        + " | ".join(pct(ov[m + "_macro"]) for m in metrics)
         + " |"
     )
     for c, e in result["categories"].items():
-        lines.append(f"| *{c}* | {e['n']} | " + " | ".join(_pct(e[m]) for m in metrics) + " |")
+        lines.append(f"| *{c}* | {e['n']} | " + " | ".join(pct(e[m]) for m in metrics) + " |")
     for s, e in result["subjects"].items():
-        lines.append(f"| {s} | {e['n']} | " + " | ".join(_pct(e[m]) for m in metrics) + " |")
+        lines.append(f"| {s} | {e['n']} | " + " | ".join(pct(e[m]) for m in metrics) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,25 +191,109 @@ def load_result(path: str | Path) -> dict:
     return data
 
 
+# Files `eval mc --compare out/eval-base/*` meets beside the results in an eval directory
+# (langgraft.report.evaluate's layout, `eval text --out`, `eval mc --out`): not results, skipped.
+LAYOUT_FILES = {
+    "eval.json", "plan.json", "config.json", "text_results.json", "text_results.md",
+    "generations.jsonl", "predictions.jsonl", "results.md", "results.csv",
+}  # fmt: skip
+
+
+def collect_results(paths: list[str | Path]) -> tuple[list[tuple[Path, dict]], list[Path]]:
+    """(results.json path, result) for every `eval mc` run among `paths`, and the paths skipped.
+
+    A path is a results.json, a directory holding one (`eval mc --out`), or an eval directory
+    whose subdirectories hold them (EVAL_DIR/cmmlu/results.json); the other files of those
+    layouts (eval.json, text_results.json, ...) and directories holding only `eval text` results
+    are skipped, so a shell glob over eval directories works. The same file twice counts once."""
+    found: dict[Path, tuple[Path, dict]] = {}
+    skipped: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir() and not (path / "results.json").is_file():
+            subs = sorted(d / "results.json" for d in path.iterdir() if d.is_dir())
+            subs = [f for f in subs if f.is_file()]
+            if not subs:
+                if (path / "text_results.json").is_file():
+                    skipped.append(path)
+                    continue
+                raise UserError(
+                    f"{path}: no results.json in it or its subdirectories "
+                    "(give `langgraft eval mc --out` directories or an eval directory)"
+                )
+        elif path.is_file() and path.name in LAYOUT_FILES:
+            skipped.append(path)
+            continue
+        else:
+            subs = [path / "results.json" if path.is_dir() else path]
+        for f in subs:
+            found.setdefault(f.resolve(), (f, load_result(f)))
+    if not found:
+        raise UserError(f"{' '.join(map(str, paths))}: no `langgraft eval mc` results among them")
+    return list(found.values()), skipped
+
+
+def _by_model(paths: list[str | Path]) -> dict[str, dict[str, tuple[Path, dict]]]:
+    """{model: {task: (path, result)}}, refusing two runs of one model on one task."""
+    runs: dict[str, dict[str, tuple[Path, dict]]] = defaultdict(dict)
+    for path, r in collect_results(paths)[0]:
+        model = r.get("model") or str(path)
+        if r["task"] in runs[model]:
+            raise UserError(
+                f"{path}: a second {r['task']} run of model {model!r} (the first: "
+                f"{runs[model][r['task']][0]}); compare one run per model and task"
+            )
+        runs[model][r["task"]] = (path, r)
+    return runs
+
+
+def _task_metrics(runs: dict, task: str, metric: str | None) -> list[str]:
+    """Every scoring mode any run of `task` has (first-token, loglik, ...), in run order."""
+    if metric is not None:
+        return [metric]
+    out: list[str] = []
+    for by_task in runs.values():
+        if task in by_task:
+            out += [m for m in by_task[task][1]["metrics"] if m not in out]
+    return out
+
+
+def _column(task: str, m: str, metrics: list[str]) -> str:
+    title = TASK_TITLES.get(task, task)
+    return title if len(metrics) == 1 else f"{title} {m.removesuffix('_acc')}"
+
+
+def _task_order(tasks: set[str]) -> list[str]:
+    return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
+
+
 def compare(paths: list[str | Path], metric: str | None = None) -> str:
-    """A markdown table: one row per model, one column per task (micro accuracy x 100)."""
-    table: dict[str, dict[str, str]] = defaultdict(dict)
-    for p in paths:
-        r = load_result(p)
-        m = metric or r["headline"]
-        if m not in r["overall"]:
-            raise UserError(f"{p}: has no metric {m!r} (it has {', '.join(r['metrics'])})")
-        shots = r.get("config", {}).get("shots")
-        cell = f"{100 * r['overall'][m]['acc']:.2f}"
-        table[r.get("model") or str(p)][r["task"]] = cell + (
-            f" ({shots}-shot)" if shots is not None else ""
-        )
-    tasks = [t for t in TASK_ORDER if any(t in row for row in table.values())]
-    tasks += sorted({t for row in table.values() for t in row} - set(tasks))
-    lines = ["| Model | " + " | ".join(TASK_TITLES.get(t, t) for t in tasks) + " |"]
-    lines.append("|---|" + "---:|" * len(tasks))
-    for model, row in table.items():
-        lines.append(f"| {model} | " + " | ".join(row.get(t, "–") for t in tasks) + " |")
+    """A markdown table: one row per model, one column per task and scoring mode (micro accuracy
+    x 100); see collect_results for the paths."""
+    runs = _by_model(paths)
+    if metric is not None:
+        for by_task in runs.values():
+            for path, r in by_task.values():
+                if metric not in r["overall"]:
+                    raise UserError(
+                        f"{path}: has no metric {metric!r} (it has {', '.join(r['metrics'])})"
+                    )
+    columns = []
+    for task in _task_order({t for by_task in runs.values() for t in by_task}):
+        metrics = _task_metrics(runs, task, metric)
+        columns += [(task, m, _column(task, m, metrics)) for m in metrics]
+    lines = ["| Model | " + " | ".join(c[2] for c in columns) + " |"]
+    lines.append("|---|" + "---:|" * len(columns))
+    for model, by_task in runs.items():
+        cells = []
+        for task, m, _ in columns:
+            r = by_task.get(task, (None, None))[1]
+            if r is None or m not in r["overall"]:
+                cells.append("–")
+                continue
+            shots = r.get("config", {}).get("shots")
+            cell = f"{100 * r['overall'][m]['acc']:.2f}"
+            cells.append(cell + (f" ({shots}-shot)" if shots is not None else ""))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -230,12 +325,9 @@ def _delta_se(base: dict, other: dict, pb, po, metric: str) -> tuple[float, str]
 
 
 def forgetting(paths: list[str | Path], metric: str | None = None) -> str:
-    """Base (the first model given) vs each other model, per benchmark: accuracy, the difference
-    in points and whether it exceeds twice its standard error."""
-    runs: dict[str, dict[str, tuple[Path, dict]]] = defaultdict(dict)
-    for p in paths:
-        r = load_result(p)
-        runs[r.get("model") or str(p)][r["task"]] = (Path(p), r)
+    """Base (the first model given) vs each other model, per benchmark and scoring mode:
+    accuracy, the difference in points and whether it exceeds twice its standard error."""
+    runs = _by_model(paths)
     models = list(runs)
     if len(models) < 2:
         return ""
@@ -244,29 +336,38 @@ def forgetting(paths: list[str | Path], metric: str | None = None) -> str:
         f"| benchmark | model | acc | Δ vs {base} (points) | 2×SE | beyond 2×SE | SE |",
         "|---|---|---:|---:|---:|---|---|",
     ]
-    tasks = [t for t in TASK_ORDER if t in runs[base]] + sorted(set(runs[base]) - set(TASK_ORDER))
-    for task in tasks:
+    for task in _task_order(set(runs[base])):
         pb_path, rb = runs[base][task]
-        m = metric or rb["headline"]
-        lines.append(
-            f"| {TASK_TITLES.get(task, task)} | {base} (base) | {100 * rb['overall'][m]['acc']:.2f} | | | | |"
-        )
-        for model in models[1:]:
-            if task not in runs[model]:
-                continue
-            po_path, ro = runs[model][task]
-            if m not in ro["overall"]:
-                raise UserError(f"{po_path}: has no metric {m!r} to compare with {pb_path}")
-            if ro["overall"]["n"] != rb["overall"]["n"]:
-                raise UserError(
-                    f"{po_path}: {ro['overall']['n']} questions vs {rb['overall']['n']} in "
-                    f"{pb_path}; compare runs over the same questions"
-                )
-            se, kind = _delta_se(rb, ro, _predictions(pb_path), _predictions(po_path), m)
-            d = ro["overall"][m]["acc"] - rb["overall"][m]["acc"]
-            beyond = "yes" if abs(d) > 2 * se else "no"
-            lines.append(
-                f"| {TASK_TITLES.get(task, task)} | {model} | {100 * ro['overall'][m]['acc']:.2f} | "
-                f"{100 * d:+.2f} | {200 * se:.2f} | {beyond} | {kind} |"
-            )
+        metrics = [metric] if metric is not None else list(rb["metrics"])
+        for m in metrics:
+            lines += _forgetting_rows(runs, task, m, _column(task, m, metrics))
     return "\n".join(lines) + "\n"
+
+
+def _forgetting_rows(runs: dict, task: str, m: str, label: str) -> list[str]:
+    models = list(runs)
+    base = models[0]
+    pb_path, rb = runs[base][task]
+    if m not in rb["overall"]:
+        raise UserError(f"{pb_path}: has no metric {m!r} (it has {', '.join(rb['metrics'])})")
+    lines = [f"| {label} | {base} (base) | {100 * rb['overall'][m]['acc']:.2f} | | | | |"]
+    for model in models[1:]:
+        if task not in runs[model]:
+            continue
+        po_path, ro = runs[model][task]
+        if m not in ro["overall"]:  # scored in other modes only
+            lines.append(f"| {label} | {model} | – | | | | |")
+            continue
+        if ro["overall"]["n"] != rb["overall"]["n"]:
+            raise UserError(
+                f"{po_path}: {ro['overall']['n']} questions vs {rb['overall']['n']} in "
+                f"{pb_path}; compare runs over the same questions"
+            )
+        se, kind = _delta_se(rb, ro, _predictions(pb_path), _predictions(po_path), m)
+        d = ro["overall"][m]["acc"] - rb["overall"][m]["acc"]
+        beyond = "yes" if abs(d) > 2 * se else ("no" if math.isfinite(se) else "n/a")
+        lines.append(
+            f"| {label} | {model} | {100 * ro['overall'][m]['acc']:.2f} | "
+            f"{100 * d:+.2f} | {200 * se:.2f} | {beyond} | {kind} |"
+        )
+    return lines

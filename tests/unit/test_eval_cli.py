@@ -37,7 +37,8 @@ def test_eval_mc_end_to_end_and_compare(model_dir: Path, tmp_path: Path, capsys)
 
     assert main(["eval", "mc", "--compare", str(out), str(out / "results.json")]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0] == "| Model | CMMLU |" and len(table) == 3
+    # --mode both: a column per scoring mode (the loglik column used to be dropped)
+    assert table[0] == "| Model | CMMLU first_token | CMMLU loglik |" and len(table) == 3
 
     # The same output again without --overwrite is refused, and nothing is half-written.
     assert main(args) == 2
