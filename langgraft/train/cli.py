@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from langgraft.model.checks import read_model_config
     from langgraft.tokenizer import load_tokenizer
     from langgraft.train.build import build_model
-    from langgraft.train.data import tokenizer_identity
+    from langgraft.train.data import check_recipe_data, tokenizer_identity
     from langgraft.train.recipe import load_recipe
     from langgraft.train.resume import check_resume
     from langgraft.train.rundir import check_run_dir
@@ -100,6 +100,10 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
                      dims.dp, str(resume))  # fmt: skip
     if main:  # refuse a run directory that holds another run before loading anything
         check_run_dir(out, to_dict(recipe), args.resume, resume, args.overwrite)
+    # Damaged or lying prepared data (truncated shards, ids past the embedding, labels that do
+    # not fit input_ids) is refused here, before the model is loaded or out/ is touched.
+    vocab_rows = int(read_model_config(recipe.model, remote_code_flag=False).get("vocab_size", 0))
+    check_recipe_data(recipe, vocab_rows, str(args.config))
     # Per data-parallel rank RNG streams (NEFTune noise differs across dp ranks but must be the
     # same on the tp ranks of one group, whose activations are replicated); the data order does
     # not use them (data.py seeds its own generators).
@@ -112,11 +116,10 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     dims.build_mesh(device)
     tok_path = recipe.tokenizer or recipe.model
     tokenizer = load_tokenizer(tok_path)
-    rows = int(read_model_config(recipe.model, remote_code_flag=False).get("vocab_size", 0))
-    if len(tokenizer) > rows:
+    if len(tokenizer) > vocab_rows:
         raise UserError(
             f"tokenizer {tok_path} has {len(tokenizer)} tokens but the model's embedding has "
-            f"{rows} rows; run `langgraft model expand`"
+            f"{vocab_rows} rows; run `langgraft model expand`"
         )
     # Sharded layouts build on the meta device and read only their own shards (train/build.py).
     init_from = Path(args.init_from) if args.init_from else None

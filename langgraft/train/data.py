@@ -12,7 +12,6 @@ or skipping batches.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,16 @@ from typing import Any
 import numpy as np
 
 from langgraft.errors import UserError
+from langgraft.train.datacheck import (
+    BUCKET_COUNTS,
+    ShardStats,
+    check_counts,
+    check_manifest,
+    check_totals,
+    checked_shard,
+    plain_name,
+    read_json_object,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +56,23 @@ class _ListColumn:
 
 
 class Bucket:
-    """One bucket directory (Arrow stream shards written by langgraft.data.writer)."""
+    """One bucket directory (Arrow stream shards written by langgraft.data.writer), checked as
+    it is opened (train/datacheck.py): `stats` holds its rows, tokens, supervised tokens and
+    largest token id."""
 
-    def __init__(self, directory: Path) -> None:
-        import pyarrow as pa
-
-        state = json.loads((directory / "state.json").read_text())
+    def __init__(self, directory: Path, max_length: int) -> None:
+        state_path = directory / "state.json"
+        files = read_json_object(state_path, "bucket state").get("_data_files")
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise UserError(f"{state_path}: '_data_files' is not a list of files; re-run "
+                            "`langgraft prepare`")  # fmt: skip
         batches = []
-        for f in state["_data_files"]:
-            source = pa.memory_map(str(directory / f["filename"]))
-            batches += list(pa.ipc.open_stream(source))
-        batches = [b for b in batches if b.num_rows]
+        self.stats = ShardStats()
+        for i, f in enumerate(files):
+            path = directory / plain_name(f.get("filename"), f"{state_path}: _data_files[{i}]")
+            shard, stats = checked_shard(path, self.stats.rows, max_length)
+            batches += shard
+            self.stats.add(stats)
         self.starts = np.cumsum([0] + [b.num_rows for b in batches])
         self.num_rows = int(self.starts[-1])
         self.ids = _ListColumn([b.column("input_ids") for b in batches])
@@ -87,16 +102,28 @@ class PreparedDataset:
         mf = self.path / "manifest.json"
         if not mf.is_file():
             raise UserError(f"{self.path}: no manifest.json; is this `langgraft prepare` output?")
-        self.manifest = json.loads(mf.read_text(encoding="utf-8"))
+        self.manifest = read_json_object(mf, "manifest")
         if self.manifest.get("format") != FORMAT:
             raise UserError(f"{mf}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")
-        self.buckets = [Bucket(self.path / b["name"]) for b in self.manifest["buckets"]]
-        for b, meta in zip(self.buckets, self.manifest["buckets"], strict=True):
-            if b.num_rows != meta["sequences"]:
-                raise UserError(
-                    f"{self.path / meta['name']}: {b.num_rows} rows, manifest says "
-                    f"{meta['sequences']}; the directory was modified after prepare"
-                )
+        check_manifest(mf, self.manifest)
+        self.buckets = []
+        total = ShardStats()
+        for meta in self.manifest["buckets"]:
+            bucket = Bucket(self.path / meta["name"], self.max_length)
+            check_counts(f"{self.path / meta['name']}", bucket.stats, meta, BUCKET_COUNTS)
+            total.add(bucket.stats)
+            self.buckets.append(bucket)
+        check_totals(mf, total, self.manifest.get("counts"))
+        self.stats = total
+
+    def check_vocabulary(self, rows: int) -> None:
+        """Refuse token ids the model has no embedding row for (an IndexError mid-step later)."""
+        if self.stats.max_id >= rows:
+            raise UserError(
+                f"{self.stats.max_where}: token id {self.stats.max_id}, but the model's embedding "
+                f"has {rows} rows (ids 0..{rows - 1}); the data was prepared with a larger "
+                "tokenizer or modified: re-run `langgraft prepare` with the model's tokenizer"
+            )
 
     @property
     def max_length(self) -> int:
@@ -115,6 +142,24 @@ class PreparedDataset:
                 f"but the model's tokenizer {tokenizer_path} encodes differently ({key} "
                 f"{identity[key][:12]}); re-run `langgraft prepare` with it"
             )
+
+
+def check_recipe_data(recipe: Any, vocab_rows: int, where: str = "recipe") -> None:
+    """Open and check every prepared dataset of the recipe (stages and eval) and its token ids
+    against the model's `vocab_rows` embedding rows: run before the model is loaded and the run
+    directory is claimed, so damaged or lying data costs seconds and leaves nothing behind."""
+    places = [(f"stages[{i}].data[{j}].path", d.path)
+              for i, s in enumerate(recipe.stages) for j, d in enumerate(s.data)]  # fmt: skip
+    places += [(f"eval.data[{k}]", p) for k, p in enumerate(recipe.eval.data)]
+    seen: set[str] = set()
+    for key, path in places:
+        if str(path) in seen:
+            continue
+        seen.add(str(path))
+        try:
+            PreparedDataset(path).check_vocabulary(vocab_rows)
+        except UserError as e:
+            raise UserError(f"{where}: {key}: {e}") from None
 
 
 def tokenizer_identity(tokenizer: Any, path: str | Path) -> dict[str, str]:
