@@ -17,10 +17,11 @@ def run_expand(args: argparse.Namespace) -> int:
     from langgraft.tokenizer.expand import expand
 
     summary = expand(from_namespace(ExpandConfig, args))
-    extra = summary.get("added_intermediate")
+    kinds = summary.get("added_by_kind") or {"learned merges": summary.get("merges_added", 0)}
+    parts = ", ".join(f"{n:,} {kind}" for kind, n in kinds.items() if n)
     print(
         f"{summary['source_size']:,} -> {summary['final_size']:,} pieces (+{summary['added']:,}"
-        + (f", of which {extra:,} merge intermediates)" if extra is not None else ")")
+        + (f": {parts})" if parts else ")")
     )
     for reason, n in summary.get("skipped_by_reason", {}).items():
         print(f"  skipped {n:,}: {reason}")

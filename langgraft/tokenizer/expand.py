@@ -286,6 +286,33 @@ def expand_inputs(cfg: ExpandConfig) -> list[Path]:
             *cfg.check_corpus]  # fmt: skip
 
 
+def added_by_kind(added: list[dict]) -> dict[str, int]:
+    """How many added pieces are new characters, learned merges, merge intermediates and
+    pieces from the lists (--merge-sp, --pieces): the learner's log speaks in these terms."""
+    kinds: Counter[str] = Counter()
+    for a in added:
+        if a["role"] == "intermediate":
+            kinds["merge intermediates"] += 1
+        elif a["origin"] == "learned:char":
+            kinds["new characters"] += 1
+        elif a["origin"].startswith("learned:merge"):
+            kinds["learned merges"] += 1
+        elif a["origin"].startswith("learned#"):
+            kinds["learned (sentencepiece)"] += 1
+        else:
+            kinds["listed pieces"] += 1
+    return dict(kinds)
+
+
+def log_keep_cost_pass(keep_segmentation: bool) -> None:
+    """Say why the learning runs a second time (it used to do so unexplained)."""
+    log.info(
+        "measuring what --keep-segmentation costs on the held-out text: learning once more %s "
+        "it (--no-measure-keep-cost skips this)",
+        "without" if keep_segmentation else "with",
+    )
+
+
 def expand_sentencepiece(cfg: ExpandConfig) -> dict:
     from langgraft.fsutil import atomic_output_dir, sha256_file
     from langgraft.tokenizer.hf import (
@@ -327,6 +354,7 @@ def expand_sentencepiece(cfg: ExpandConfig) -> dict:
             "never_used": sum(1 for p in added if used[ids[p]] == 0),
         }
         if cfg.measure_keep_cost:
+            log_keep_cost_pass(cfg.keep_segmentation)
             other, _, _ = build_expansion(cfg, source, samples, not cfg.keep_segmentation)
             mine, theirs = (
                 held_fig["tokens_per_char"],
@@ -346,6 +374,7 @@ def expand_sentencepiece(cfg: ExpandConfig) -> dict:
         "final_size": len(proto.pieces),
         "added": len(added),
         "added_intermediate": sum(a["role"] == "intermediate" for a in exp.result.added),
+        "added_by_kind": added_by_kind(exp.result.added),
         "candidates": n_cands,
         "skipped": sum(reasons.values()),
         "skipped_by_reason": dict(reasons.most_common()),

@@ -99,7 +99,7 @@ def write_output(result: ByteLevelResult, tmp: Any) -> None:
 def expand_bytelevel(cfg: Any) -> dict:
     from langgraft.fsutil import atomic_output_dir, sha256_file
     from langgraft.tokenizer.config import read_learning_text, sources_record
-    from langgraft.tokenizer.expand import Expansion, expand_inputs
+    from langgraft.tokenizer.expand import Expansion, expand_inputs, log_keep_cost_pass
     from langgraft.tokenizer.records import keep_cost, tokens_per_char, write_record
     from langgraft.tokenizer.sources import read_samples
 
@@ -124,6 +124,7 @@ def expand_bytelevel(cfg: Any) -> dict:
     result = learn(cfg.keep_segmentation)
     held_fig = held_out_figures(src, result, held) if held else None
     if held_fig and cfg.measure_keep_cost:
+        log_keep_cost_pass(cfg.keep_segmentation)
         other = learn(not cfg.keep_segmentation)
         mine = held_fig["tokens_per_char"]
         theirs = tokens_per_char(other.tokenizer.tokenizer(), held)

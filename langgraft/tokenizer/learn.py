@@ -125,19 +125,22 @@ def learn_merges(
         max_token_length=max_token_length,
     )
     log.info(
-        "learning up to %d merges over %d fragments (%d old tokens)",
-        n_merges,
-        len(fragments),
-        total,
-    )
+        "learning up to %s merges over %s fragments (%s old tokens)",
+        f"{n_merges:,}", f"{len(fragments):,}", f"{total:,}",
+    )  # fmt: skip
     tok.train_from_iterator(lines(), trainer=trainer, length=len(fragments))
     model = json.loads(tok.to_str())["model"]
 
     def back(s: str) -> tuple[int, ...]:
         return tuple(ord(ch) - SURROGATE_BASE for ch in s)
 
-    merges = [(back(a), back(b)) for a, b in model["merges"]]
-    return LearnedMerges(merges=merges[:n_merges], words=len(fragments), symbols=total)
+    merges = [(back(a), back(b)) for a, b in model["merges"]][:n_merges]
+    if len(merges) < n_merges:
+        log.info(
+            "learned %s merges: no other pair occurs >= %d times (--min-count)",
+            f"{len(merges):,}", min_count,
+        )  # fmt: skip
+    return LearnedMerges(merges=merges, words=len(fragments), symbols=total)
 
 
 # --- SentencePiece (LLaMA-2 style) front end ---------------------------------------------------
@@ -232,6 +235,21 @@ def learn_sentencepiece_pieces(
     from langgraft.tokenizer.spmodel import NORMAL, ModelProto, Piece
 
     chars = missing_characters(proto, samples, coverage)
+    cands = [Candidate(ch, "learned:char") for ch in chars]
+    if len(chars) >= n_pieces:
+        # Characters come first (byte fallback costs up to 3 tokens each) and always fit, so no
+        # learned merge could be added: learning none gives the same vocabulary, faster.
+        log.info(
+            "the corpus has %s characters the source lacks (coverage %g): the %s most frequent "
+            "fill the budget of %s pieces, so no merges are learned (a larger --target-size "
+            "leaves room for them)",
+            f"{len(chars):,}", coverage, f"{n_pieces:,}", f"{n_pieces:,}",
+        )  # fmt: skip
+        return cands
+    log.info(
+        "adding %s characters the source lacks, then learning merges for the other %s pieces",
+        f"{len(chars):,}", f"{n_pieces - len(chars):,}",
+    )  # fmt: skip
     work = ModelProto()
     work.CopyFrom(proto)
     low = min(p.score for p in proto.pieces if p.type == NORMAL and p.score > -1e8) - 1.0
@@ -241,8 +259,7 @@ def learn_sentencepiece_pieces(
         old_chars = merged_characters(proto)
     kinds = sentencepiece_kinds(work, keep_segmentation, old_chars)
     frags = count_fragments(sentencepiece_words(work, samples), kinds, keep_segmentation)
-    learned = learn_merges(frags, max(n_pieces - len(chars), 1), min_count=min_count)
-    cands = [Candidate(ch, "learned:char") for ch in chars]
+    learned = learn_merges(frags, n_pieces - len(chars), min_count=min_count)
     seen = {p.piece for p in work.pieces}
     for r, (left, right) in enumerate(learned.merges):
         piece = "".join(work.pieces[i].piece for i in (*left, *right))
