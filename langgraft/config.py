@@ -145,6 +145,24 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
     return data
 
 
+def parse_override_value(text: str, where: str) -> Any:
+    """A command-line override's value: an int or a float first (YAML 1.1 reads "1e-3" as a
+    string), else YAML (booleans, null, lists). Malformed YAML is one line naming `where`."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at character {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).split("\n")[0]
+        raise UserError(f"{where}: {text!r} is not a valid value ({problem}{at}); quote "
+                        "strings, close brackets: --key=[1,2] or --key=text") from None  # fmt: skip
+
+
 def load_yaml(cls: type[T], path: str | Path) -> T:
     """Load a YAML file into dataclass `cls`, strictly."""
     return from_dict(cls, read_yaml_mapping(path), where=str(path))

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from langgraft.config import from_dict, read_yaml_mapping
+from langgraft.config import from_dict, parse_override_value, read_yaml_mapping
 from langgraft.errors import UserError
 
 # Colossal-LLaMA-2's `--plugin` values (plus zero3) on PyTorch's engine: DDP, FSDP2 and DTensor
@@ -186,16 +184,6 @@ class Recipe:
     """The stages, run in order; each starts a fresh optimizer and schedule."""
 
 
-def _parse_value(text: str) -> Any:
-    # YAML 1.1 reads "1e-3" as a string; numbers first, then YAML for booleans, null, lists.
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return yaml.safe_load(text)
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `--a.b.0.c=value` / `--a.b value` overrides to a raw recipe mapping (a copy)."""
     data = copy.deepcopy(data)
@@ -224,12 +212,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 if not part.isdigit() or int(part) >= len(node):
                     raise UserError(f"--{key}: {where}: no such list index (length {len(node)})")
                 if last:
-                    node[int(part)] = _parse_value(value)
+                    node[int(part)] = parse_override_value(value, f"--{key}")
                 else:
                     node = node[int(part)]
             elif isinstance(node, dict):
                 if last:
-                    node[part] = _parse_value(value)
+                    node[part] = parse_override_value(value, f"--{key}")
                 else:
                     node = node.setdefault(part, {})
             else:
