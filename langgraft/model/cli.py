@@ -4,7 +4,6 @@ and `.expand`."""
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -72,12 +71,30 @@ def run_expand(args: argparse.Namespace) -> int:
     from langgraft.model.expand import expand_model
 
     summary = expand_model(from_namespace(ExpandConfig, args))
-    print(json.dumps(summary, indent=1, ensure_ascii=False))
-    print(
-        f"{summary['n_source_pieces']:,} -> {summary['n_target_pieces']:,} pieces "
-        f"(+{summary['n_added']:,}), vocab_size {summary['vocab_size']:,} -> {args.out}"
-    )
+    print("\n".join(expand_summary_lines(summary, args.out)))
     return 0
+
+
+def expand_summary_lines(summary: dict, out: Path) -> list[str]:
+    """A few lines for people; the full record is langgraft.json's "model_expand" entry."""
+    padding = summary["vocab_size"] - summary["n_target_pieces"]
+    lines = [
+        f"{summary['n_source_pieces']:,} -> {summary['n_target_pieces']:,} pieces "
+        f"(+{summary['n_added']:,}); vocab_size {summary['old_vocab_size']:,} -> "
+        f"{summary['vocab_size']:,}" + (f" ({padding:,} padding rows)" if padding else "")
+        + f"; {'tied' if summary['tied_embeddings'] else 'untied'} embeddings",
+    ]  # fmt: skip
+    init = summary["config"]["init"]
+    if "mean_subtokens_per_piece" in summary:
+        lines.append(
+            f"  new rows: {init}, {summary['mean_subtokens_per_piece']:.1f} sub-tokens per piece"
+            f" on average, {summary['n_init_with_byte_subtokens']:,} with byte-fallback "
+            f"sub-tokens, {summary['n_init_from_global_mean']:,} from the mean of all rows"
+        )
+    else:
+        lines.append(f"  new rows: {init}")
+    lines.append(f'  full record: {out}/langgraft.json ("model_expand")')
+    return lines
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
