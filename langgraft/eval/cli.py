@@ -57,6 +57,9 @@ class McConfig(ModelArgs, McOptions):
     """The benchmark's release directory (local; nothing is downloaded)."""
     split: str | None = None
     """Split to score (default: test; val for C-Eval, whose test has no answers)."""
+    show_counts: bool = False
+    """Print the scored and skipped questions of every subset before the run (by default only
+    the totals; results.json has the counts per subject either way)."""
     compare: list[Path] = field(default_factory=list)
     """Instead of evaluating: print these results (files or directories) side by side; with two
     or more models, also each one against the first (the base): delta and whether it exceeds 2x
@@ -116,6 +119,7 @@ def run_mc(args: argparse.Namespace) -> int:
     from langgraft.eval.report import (
         collect_results,
         compare,
+        counts_summary,
         counts_table,
         forgetting,
         write_results,
@@ -139,7 +143,10 @@ def run_mc(args: argparse.Namespace) -> int:
     opts = McOptions(**{k: getattr(cfg, k) for k in McOptions.__dataclass_fields__})
     check_options(opts)
     task = load_task(cfg.task, cfg.data, cfg.split)
-    print(counts_table(task), flush=True)
+    if cfg.show_counts:
+        print(counts_table(task), flush=True)
+    else:
+        print(counts_summary(task, cfg.limit, cfg.subjects), flush=True)
     model, tokenizer = load_model(cfg)
     with atomic_output_dir(cfg.out, cfg.overwrite, [cfg.model, cfg.tokenizer, cfg.data]) as tmp:
         from langgraft.eval.mc import evaluate_mc

@@ -115,6 +115,28 @@ def counts_table(task: Task) -> str:
     return "\n".join(lines)
 
 
+def counts_summary(task: Task, limit: int | None, only: list[str] | None) -> str:
+    """What a run will score, in a few lines: the release's totals, the left-out files once, and
+    what --limit / --subjects leave (the counts per subset: `counts_table`, and results.json)."""
+    subjects = [task.subjects[s] for s in only if s in task.subjects] if only else None
+    subjects = subjects or list(task.subjects.values())
+    total = task.num_questions()
+    skipped = skipped_by_reason(task)
+    line = f"{task.name}/{task.split}: {total:,} questions in {len(task.subjects)} subsets"
+    if skipped:
+        why = ", ".join(f"{n:,} {r}" for r, n in skipped.items())
+        line += f" (skipped {sum(skipped.values()):,} rows: {why})"
+    lines = [line]
+    if task.left_out:
+        lines.append("  left out: " + ", ".join(f"{f} ({r})" for f, r in task.left_out.items()))
+    if limit or only:
+        n = sum(min(len(s.questions), limit or len(s.questions)) for s in subjects)
+        what = [f"--limit {limit}"] if limit else []
+        what += [f"--subjects ({len(subjects)})"] if only else []
+        lines.append(f"  this run ({', '.join(what)}): {n:,} questions")
+    return "\n".join(lines)
+
+
 def _count(xs) -> dict[int, int]:
     out: dict[int, int] = defaultdict(int)
     for x in xs:
