@@ -251,9 +251,9 @@ def build_expansion(
     intermediates = keep if cfg.intermediates is None else cfg.intermediates
     exp = Expander(proto, keep, cfg.target_size, intermediates)
     cands = listed_candidates(cfg)
-    for cand in tqdm(
-        cands, desc="adding pieces", unit="piece", mininterval=1, leave=False, disable=None
-    ):
+    # No bar over nothing: learning alone (sweep, --learn-from only) showed "adding pieces: 0piece".
+    for cand in tqdm(cands, desc="adding pieces", unit="piece", mininterval=1, leave=False,
+                     disable=None if cands else True):  # fmt: skip
         exp.offer(cand)
     n = len(cands)
     if cfg.learn_from and (cfg.target_size is None or len(proto.pieces) < cfg.target_size):

@@ -88,7 +88,7 @@ def parse_sizes(spec: str) -> list[int]:
 
 def knee(xs: list[float], ys: list[float]) -> int:
     """Index of the point farthest below the chord from the first to the last point."""
-    if len(xs) < 3:
+    if len(xs) < 3 or xs[-1] == xs[0]:  # no chord to fall below
         return len(xs) - 1
     x0, y0, x1, y1 = xs[0], ys[0], xs[-1], ys[-1]
 
@@ -128,6 +128,24 @@ def held_out_sets(cfg: SweepConfig, tail: list[str]) -> dict[str, list[str]]:
     return sets
 
 
+def check_reached(cfg: SweepConfig, sizes: list[int], n_src: int, reached: int) -> None:
+    """Sizes above the vocabulary that learning reached all measure that one tokenizer: when
+    every size is above it there is no curve (and no knee) to show, so refuse; when some are,
+    say which rows repeat it."""
+    above = [n for n in sizes if n > reached]
+    if not above:
+        return
+    how = (f"learning from --learn-from reached {reached:,} pieces ({reached - n_src:,} beyond "
+           f"the source's {n_src:,})")  # fmt: skip
+    if len(above) == len(sizes):
+        raise UserError(
+            f"--sizes {cfg.sizes}: {how}; every size asked is above it: ask for sizes up to "
+            f"{reached}, or learn from more text (or lower --min-count)"
+        )
+    log.warning("--sizes %s: %s; the rows of %s all measure that %s-piece tokenizer",
+                cfg.sizes, how, ", ".join(map(str, above)), f"{reached:,}")  # fmt: skip
+
+
 def sweep_tokenizers(cfg: SweepConfig, sizes: list[int]) -> tuple[int, dict[int, Any], list[str]]:
     """(source size, {size: tokenizers.Tokenizer}, held-out tail texts), learning once."""
     from langgraft.tokenizer.bytelevel_source import is_bytelevel_source
@@ -148,6 +166,7 @@ def sweep_tokenizers(cfg: SweepConfig, sizes: list[int]) -> tuple[int, dict[int,
             src, samples, sizes[-1] - n_src, cfg.keep_segmentation, cfg.min_count, None
         )
         merges = learned.merges
+        check_reached(cfg, sizes, n_src, n_src + len(merges))
         toks = {}
         for n in sizes:
             t = copy.deepcopy(src)
@@ -163,6 +182,7 @@ def sweep_tokenizers(cfg: SweepConfig, sizes: list[int]) -> tuple[int, dict[int,
     if sizes[0] <= n_src:
         raise UserError(f"--sizes: {sizes[0]} is not above the source size {n_src}")
     proto, _, _ = build_expansion(ecfg, source, samples, cfg.keep_segmentation)
+    check_reached(cfg, sizes, n_src, len(proto.pieces))
     toks = {}
     for n in sizes:
         q = ModelProto()
@@ -211,6 +231,8 @@ def to_markdown(rows: list[dict], sets: list[str]) -> str:
     for r in rows:
         cells = [f"{r[f'tokens_per_char[{s}]']:.4f}" for s in sets]
         mark = " (knee)" if r["knee"] else ""
+        if r["vocab_size"] < r["size"]:  # above what learning reached (check_reached)
+            mark += f" (asked {r['size']:,})"
         lines.append(
             f"| {r['vocab_size']:,}{mark} | {r['added']:,} | {r['embedding_params_added'] / 1e6:.1f}M"
             f" | " + " | ".join(cells) + f" | {r['tokens_per_char_mean']:.4f} |"
