@@ -95,6 +95,21 @@ class SelfReplayConfig:
             raise UserError(f"--max-new-tokens {self.max_new_tokens}: below --min-tokens")
         if not self.category:
             raise UserError("--category: must not be empty")
+        for option, text in (("--prompt", self.prompt), ("--category", self.category)):
+            _check_text(option, text)
+
+
+def _check_text(option: str, text: str) -> None:
+    """Refuse text that is not valid Unicode: a shell passes bytes that are not UTF-8 as lone
+    surrogates (Python's surrogateescape), which the tokenizer rejects with a TypeError and
+    no UTF-8 file can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(
+            f"{option}: character {e.start + 1} ({text[e.start]!r}) is not valid Unicode (a byte "
+            "that is not UTF-8 in the command line?); give UTF-8 text"
+        ) from None
 
 
 def _context_budget(model: Any, prompt_len: int, cfg: SelfReplayConfig) -> int:
@@ -142,6 +157,7 @@ def sample_documents(cfg: SelfReplayConfig, model: Any, tok: Any) -> list[dict[s
         # batch would otherwise generate up to batch_size x max_new tokens only to cut them.
         mean = sum(d["tokens"] for d in docs) / len(docs) if docs else max_new / 2
         n = min(cfg.batch_size, math.ceil(1.2 * left / mean) + 1)
+        before = left
         results = generate_ids(model, tok, [prompt_ids] * n, opts, stop_ids)
         batch += 1
         for ids, finish in results:
@@ -157,7 +173,9 @@ def sample_documents(cfg: SelfReplayConfig, model: Any, tok: Any) -> list[dict[s
                  "heldout": pick.random() < cfg.heldout_fraction}
             )  # fmt: skip
             left -= len(ids)
-            bar.update(len(ids))
+        # One update per batch: a batch's samples all finish together, and an update per
+        # sample made the first rate "one sample's tokens per whole batch" (an 8-hour ETA).
+        bar.update(before - left)
         if batch >= 8 and not docs:
             raise UserError(
                 f"{cfg.model}: {batch * cfg.batch_size} samples, none with >= {cfg.min_tokens} "
