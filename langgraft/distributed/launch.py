@@ -166,6 +166,47 @@ def run_nodes(cmds: list[list[str]], hosts: list[str]) -> int:
         raise
 
 
+class _JobArgsError(Exception):
+    pass
+
+
+def _train_args(job: list[str]) -> argparse.Namespace:
+    """The job's `train` options, parsed by train's own parser (overrides included)."""
+    from langgraft.train.cli import register
+
+    sub = argparse.ArgumentParser(prog="langgraft", add_help=False).add_subparsers()
+    register(sub, "train")
+    parser = sub.choices["train"]
+
+    def error(message: str) -> None:  # argparse would print usage and exit
+        raise _JobArgsError(message)
+
+    parser.error = error  # type: ignore[method-assign]
+    try:
+        return parser.parse_args(job[1:])
+    except _JobArgsError as e:
+        raise UserError(f"the command after --: train: {e}") from None
+
+
+def check_train_layout(job: list[str], world: int) -> None:
+    """A `train` job's layout (plugin, tp, zero, pp) against the job's world size, here, before
+    any rank starts: under torchrun every rank would print the same refusal and torchrun its
+    failure summary after them. Needs the recipe (and, for tp, the model's config.json) at the
+    same path here, as on every node; where the recipe is not here, the ranks check it."""
+    from langgraft.distributed.dims import parallel_dims
+    from langgraft.train.recipe import load_recipe
+
+    if not job or job[0] != "train":
+        return
+    args = _train_args(job)
+    if args.plan:
+        return
+    if not Path(args.config).is_file():
+        log.info("layout not checked before the start: %s is not on this machine", args.config)
+        return
+    parallel_dims(load_recipe(args.config, args.overrides), world, str(args.config))
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.job:
         raise UserError("nothing to launch: put the langgraft command after --, e.g. "
@@ -176,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     check_port(args.ssh_port, "--ssh-port")
     hosts = read_hostfile(args.hostfile)
     cmds = node_commands(args, hosts)
+    check_train_layout(args.job, len(hosts) * args.nproc_per_node)
     if args.dry_run:
         for i, c in enumerate(cmds):
             print(f"# node {i}: {hosts[i]}")

@@ -42,6 +42,22 @@ def run(args: argparse.Namespace) -> int:
             close_distributed()
 
 
+@contextlib.contextmanager
+def _one_voice() -> Any:
+    """Refusals every rank of a node reaches alike (they read the same files): only local rank
+    0 prints it, the others exit 2 silently, so torchrun's failure summary follows one message
+    per node instead of one per rank (per node, not per job: another node may read other
+    files, and a silent node would hide why it failed)."""
+    from langgraft.distributed.parallel import local_rank
+
+    try:
+        yield
+    except UserError:
+        if local_rank() != 0:
+            raise SystemExit(UserError.exit_code) from None
+        raise
+
+
 def _claim_run_dir(args: argparse.Namespace, recipe: Any, resume: Any, cleanup: Any) -> None:
     """Rank 0: lock out/ for this process, then re-check and clear it (see train/rundir.py)."""
     from langgraft.config import to_dict
@@ -75,7 +91,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from langgraft.train.setup import pad_token_id, pick_device
     from langgraft.train.trainer import Trainer
 
-    recipe = load_recipe(args.config, args.overrides)
+    with _one_voice():  # the same file on every rank: the same refusal, said once per node
+        recipe = load_recipe(args.config, args.overrides)
     # Every degree against the world size and the model's shape, before anything is loaded.
     if args.plan:  # memory planning only: config.json + the recipe, on the meta device
         from langgraft.distributed.plan import plan_report
@@ -83,7 +100,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         world = args.world_size or world_size()
         print(plan_report(recipe, parallel_dims(recipe, world, str(args.config)), args.gpu_memory))
         return 0
-    dims = parallel_dims(recipe, world_size(), str(args.config))
+    with _one_voice():
+        dims = parallel_dims(recipe, world_size(), str(args.config))
     main = rank() == 0
     if not main:  # one voice: the other ranks only report problems
         logging.getLogger("langgraft").setLevel(logging.WARNING)
@@ -103,7 +121,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # Damaged or lying prepared data (truncated shards, ids past the embedding, labels that do
     # not fit input_ids) is refused here, before the model is loaded or out/ is touched.
     vocab_rows = int(read_model_config(recipe.model, remote_code_flag=False).get("vocab_size", 0))
-    check_recipe_data(recipe, vocab_rows, str(args.config))
+    with _one_voice():
+        check_recipe_data(recipe, vocab_rows, str(args.config))
     # Per data-parallel rank RNG streams (NEFTune noise differs across dp ranks but must be the
     # same on the tp ranks of one group, whose activations are replicated); the data order does
     # not use them (data.py seeds its own generators).
