@@ -174,16 +174,27 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)  # the partial checkpoint; `latest` is untouched
         last = root / LATEST
         good = root / last.read_text().strip() if last.is_file() else None
+        # The last good checkpoint holds the same tensors: its size is what the new one needs.
+        need = sum(f.stat().st_size for f in good.rglob("*") if f.is_file()) if good else 0
+        free = shutil.disk_usage(root).free
+        size = f"it needs about {_size(need)} (the last one's size), " if need else ""
         raise UserError(
-            f"{final}: No space left on device while writing the checkpoint of step {step}; "
-            f"the last good checkpoint is {good or 'none yet'} (free space, then --resume auto "
-            "continues from it exactly)"
+            f"{final}: No space left on device while writing the checkpoint of step {step} "
+            f"({size}{_size(free)} free); the last good checkpoint is "
+            f"{good or 'none yet'} (free space, then --resume auto continues from it exactly)"
         ) from None
     barrier()  # every rank's RNG file is in before the rename
     if main:
         _publish(root, tmp, final, name, keep_last)
     barrier()  # nobody reads or resumes from a checkpoint that is not complete
     return final
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
 
 
 def _disk_full(e: BaseException) -> bool:
