@@ -11,6 +11,10 @@ from typing import Any
 from langgraft.demo.recipe import INJECTION_REPLAY, REPLAY_ZH
 from langgraft.report.document import Para, Section, Table
 
+# Who ran a training stage: the two runs share stage names ("embeddings"), so each timeline row
+# says which run it belongs to, and the plot colours and labels the two (issue 22).
+RUN_GROUPS = {"train": "main run (self-replay)", "no-replay": "no-replay control"}
+
 
 def training_parts(run: Path, step: str, t0: float) -> list[dict[str, Any]]:
     """Timeline rows of the training stages inside demo step `step` (from metrics.jsonl)."""
@@ -19,9 +23,11 @@ def training_parts(run: Path, step: str, t0: float) -> list[dict[str, Any]]:
 
     data = load_run(run)
     first = data.metrics[0]["time"]
+    group = RUN_GROUPS.get(step, step)
+    who = group.split(" (")[0]
     return [
-        {"name": f"stage {r['name']}", "start": first + r["start"] - t0, "seconds": r["seconds"],
-         "part_of": step}
+        {"name": f"{who}: {r['name']}", "start": first + r["start"] - t0, "seconds": r["seconds"],
+         "part_of": step, "group": group}
         for r in stage_rows(data) if r["start"] is not None and r["seconds"] is not None
     ]  # fmt: skip
 

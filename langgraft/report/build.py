@@ -19,6 +19,7 @@ from langgraft.report.inputs import (
     load_run,
     load_tokenizer_report,
 )
+from langgraft.report.quality import degeneracy, degenerate_summary
 
 CHANCE = {"mmlu": 0.25, "cmmlu": 0.25, "ceval": 0.25}  # four options, one right
 
@@ -188,7 +189,7 @@ def tokenizer_section(rows: list[dict[str, Any]], out: Path) -> Section | None:
     sec = Section("Tokenizer compression")
     sec.blocks.append(Table(
         ["corpus", "tokenizer", "vocabulary", "tokens/char", "byte fallback", "vs first"],
-        [[Path(r["corpus"]).name, r["tokenizer"], f"{r['vocab_size']:,}", f"{r['tokens_per_char']:.3f}",
+        [[plots.corpus_label(r["corpus"]), r["tokenizer"], f"{r['vocab_size']:,}", f"{r['tokens_per_char']:.3f}",
           f"{100 * r['byte_fallback_share']:.1f}%", f"{r['relative_length']:.3f}"] for r in rows],
         align="llrrrr",
     ))  # fmt: skip
@@ -266,14 +267,44 @@ def generations_section(evals: list[EvalData]) -> Section | None:
             "� marks byte tokens that do not form a valid UTF-8 character: the model produced "
             "bytes of a character it has no piece for, and not all of them."
         ))  # fmt: skip
+    for e, note in degenerate_models(have).items():
+        sec.blocks.append(Para(f"**Warning: {e} generates degenerate text.** {note}."))
     rows = []
     for p in prompts:
         row = [p]
         for e in have:
             g = next((g for g in e.generations if g["prompt"] == p), None)
-            row.append("–" if g is None else (g["completion"].strip() or "(stops at once)"))
+            d = degeneracy(g["completion"]) if g is not None else None
+            flag = "⚠ degenerate: " if d is not None and d["degenerate"] else ""
+            row.append("–" if g is None else flag + (g["completion"].strip() or "(stops at once)"))
         rows.append(row)
     sec.blocks.append(Table(["prompt", *[e.name for e in have]], rows, align="l" * (len(have) + 1)))
+    return sec
+
+
+def degenerate_models(evals: list[EvalData]) -> dict[str, str]:
+    """{model: what is degenerate about its greedy samples} for the models whose samples loop."""
+    out = {}
+    for e in evals:
+        note = degenerate_summary([g["completion"] for g in e.generations])
+        if note:
+            out[e.name] = note
+    return out
+
+
+def warnings_section(evals: list[EvalData]) -> Section | None:
+    """Shown right after the summary: a figure such as "-86% bits/char" must not stand alone
+    when the same model's own text is one character repeated."""
+    bad = degenerate_models([e for e in evals if e.generations])
+    if not bad:
+        return None
+    sec = Section("Warnings")
+    for name, note in bad.items():
+        sec.blocks.append(Para(
+            f"**{name}: degenerate generations.** {note}. Lower bits per character on held-out "
+            "text says the model predicts that text better; it does not mean the model writes "
+            "fluent text (see the sample generations)."
+        ))  # fmt: skip
     return sec
 
 
@@ -344,7 +375,7 @@ def write_report(inp: ReportInputs, out: Path) -> Path:
     corpora = list(dict.fromkeys(c for e in evals for c in e.text))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sections = [summary_section(run, evals, corpora, inp), *inp.extra]
+    sections = [summary_section(run, evals, corpora, inp), warnings_section(evals), *inp.extra]
     sections += [
         heldout_section(evals, corpora, inp, out),
         training_section(run, out),

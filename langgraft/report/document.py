@@ -74,7 +74,7 @@ def _inline(text: str) -> str:
 
 
 CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans CJK SC",sans-serif;
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
 max-width:1060px;margin:2em auto;padding:0 1.2em;color:#1d1d1f}
 h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;
 padding-bottom:.2em}table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
