@@ -34,6 +34,10 @@ class Accounting:
     examples: list[str] = field(default_factory=list)
     """The first few rejected rows as "file:line: reason: message"."""
     categories: dict[str, CategoryCounts] = field(default_factory=dict)
+    boundary_inside_token: int = 0
+    """Packed source/target rows with a token that begins in the source and ends in the target
+    (not trained; see `langgraft.data.textenc.Split`)."""
+    boundary_example: str | None = None
     extra_pieces: int = 0
     """Documents added by splitting long conversations at exchange boundaries (pieces - 1 per
     split conversation); each piece repeats the system prompt."""
@@ -140,6 +144,7 @@ def build_manifest(
                 "in": acc.rows_in,
                 "packed": acc.rows_packed,
                 "rejected": dict(sorted(acc.rejected.items())),
+                "boundary_inside_token": acc.boundary_inside_token,
             },
             "rejected_examples": acc.examples,
             "tokens": {

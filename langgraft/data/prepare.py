@@ -39,6 +39,7 @@ from langgraft.data.sources import InputFile, Item, discover_inputs, read_items
 from langgraft.data.tokenize import (
     Encoder,
     EncoderSpec,
+    straddle_text,
     tokenizer_file,
     tokenizer_fingerprint,
     tokenizer_hash,
@@ -136,16 +137,25 @@ def _pack_long(
     packing: _Packing,
     acc: Accounting,
     category: str,
-    row: tuple[Any, str, tuple[int, int]],
+    row: tuple[str, str, tuple[int, int]],
 ) -> tuple[int, int] | None:
-    """Stream a row with a long target into its packer; (tokens, trained), or None if rejected."""
-    source, text, (file_idx, line) = row
-    pieces = encoder.long_document(source, text)
-    if pieces is None:
-        where, message = _where(files, file_idx, line), "target is empty after tokenization"
-        acc.reject(where, "empty_target", message, False)
+    """Stream a long row into its packer; (tokens, trained), or None if rejected."""
+    source, target, (file_idx, line) = row
+    where = _where(files, file_idx, line)
+    got = encoder.long_document(source, target)
+    if got is None:
+        acc.reject(where, "empty_target", "target is empty after tokenization", False)
         return None
+    pieces, at = got
+    if at.straddled:
+        _straddled(acc, where, straddle_text(rowlib.PretrainRow(source, target, category), at))
     return packing.packer(category).add_pieces(pieces)
+
+
+def _straddled(acc: Accounting, where: str, what: str) -> None:
+    acc.boundary_inside_token += 1
+    if acc.boundary_example is None:
+        acc.boundary_example = f"{where}: {what}"
 
 
 def _read_and_pack(
@@ -169,6 +179,8 @@ def _read_and_pack(
                             f"{where}: {message}; fix the input or pass --on-error skip"
                         )
                     acc.reject(where, reason, message, file_level)
+                for file_idx, line, what in enc.straddled:
+                    _straddled(acc, _where(files, file_idx, line), what)
                 offset = 0
                 continued = enc.continued or [False] * len(enc.lengths)
                 for k, (category, n, trained, cont) in enumerate(
@@ -359,6 +371,15 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
             json.dumps(to_dict(cfg), indent=2, ensure_ascii=False) + "\n"
         )
     log.info("encoded with %s", encoder.text.name)
+    if acc.boundary_inside_token:
+        log.warning(
+            "%d row(s) have a token that begins in the source and ends in the target; it is not "
+            "trained, so that part of the target is not learned (manifest: "
+            "counts.rows.boundary_inside_token). First: %s. End the source where a token ends "
+            "(e.g. move its trailing space to the start of the target)",
+            acc.boundary_inside_token,
+            acc.boundary_example,
+        )
     rejected = manifest["counts"]["rows"]["rejected"]
     if rejected:
         log.warning(

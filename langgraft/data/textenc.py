@@ -8,6 +8,13 @@ this module does not take that on trust. The first batch's first 256 texts are e
 and compared (on any difference it falls back to tokenizer.json for the whole run); afterwards a few
 texts of every batch are compared, and a difference is an error rather than silent drift.
 
+A source/target row is encoded whole and split at the boundary by the tokens' character offsets
+(`encode_split`), so its ids are the whole row's: encoding the target on its own would give it a
+sentencepiece dummy-prefix "▁" that the whole row does not have. The offsets always come from
+tokenizer.json, whichever backend encodes plain texts: sentencepiece places a whitespace run that
+its normaliser collapses elsewhere than `tokenizers` does, and the mask must not depend on the
+backend.
+
 Worker processes get a `LightTextEncoder`: sentencepiece only, no transformers import (which
 costs ~5 s per process); it returns a few (text, ids) samples per batch that the main process
 checks against tokenizer.json.
@@ -15,11 +22,13 @@ checks against tokenizer.json.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -158,6 +167,38 @@ def safe_cuts(text: str, window: int, strict: bool) -> list[int]:
     return cuts
 
 
+class Split(NamedTuple):
+    """A text encoded whole, cut where a label boundary falls (`encode_split`).
+
+    The boundary rule: a token is on the target side iff it begins at or after the boundary
+    (tokenizer.json's character offsets). A token that begins before it and ends after it holds
+    text of both sides; it stays on the source side (never trained: no source text is ever
+    trained on) and is counted in `straddled`, so the target text inside it is reported
+    (prepare warns and counts the rows), never dropped silently."""
+
+    ids: np.ndarray
+    before: int
+    """Tokens [0, before) begin before the boundary."""
+    straddled: int = 0
+    """How many of those end after it."""
+    span: tuple[int, int] = (0, 0)
+    """Characters [start, end) of the straddling tokens (when straddled > 0)."""
+
+
+def split_hf(encoding: Any, boundary: int, skip: int = 0) -> Split:
+    """`Split` of a `tokenizers` Encoding's tokens [skip:] at a character index. Offsets never
+    decrease, so a binary search finds the cut and only the tokens just before it are read."""
+    offsets = encoding.offsets
+    before = bisect.bisect_left(offsets, boundary, lo=skip, key=lambda o: o[0])
+    first = before
+    while first > skip and offsets[first - 1][1] > boundary:
+        first -= 1
+    ids = np.asarray(encoding.ids[skip:], dtype=np.int32)
+    if first == before:
+        return Split(ids, before - skip)
+    return Split(ids, before - skip, before - first, (offsets[first][0], offsets[before - 1][1]))
+
+
 def _probe(n: int) -> list[int]:
     step = max(1, n // SAMPLES_PER_BATCH)
     return list(range(0, n, step))[:SAMPLES_PER_BATCH]
@@ -218,6 +259,12 @@ class TextEncoder:
         self.sp = None
         return [np.asarray(x, dtype=np.int32) for x in self.encode_hf(texts)]
 
+    def encode_split(self, texts: list[str], boundaries: list[int]) -> list[Split]:
+        """Each text encoded whole by tokenizer.json (the ids of `encode`) and cut at its
+        boundary (a character index); see `Split`."""
+        encs = self.hf.encode_batch(texts, add_special_tokens=False) if texts else []
+        return [split_hf(e, p) for e, p in zip(encs, boundaries, strict=True)]
+
     @functools.cached_property
     def sp_rest(self) -> Any:
         """sentencepiece for the windows after the first of a long text, or None (checked on
@@ -228,11 +275,17 @@ class TextEncoder:
     def hf_splits(self) -> bool:
         return _hf_splits_at_newlines(self.hf)
 
-    def encode_long(self, text: str) -> Any:
+    def encode_long(self, text: str) -> Iterator[np.ndarray]:
         """The ids of a long text, window by window (an iterator of int32 arrays whose
         concatenation is `encode([text])[0]`): one tokenizer call never sees more than about
         LONG_TEXT_CHARS characters. A tokenizer this cannot prove that for (see `safe_cuts`)
         encodes the text whole."""
+        return (w.ids for w in self.encode_long_split(text, 0))
+
+    def encode_long_split(self, text: str, boundary: int) -> Iterator[Split]:
+        """`encode_long` with a label boundary (a character index): per window, a `Split`
+        whose `before` counts its tokens that begin before the boundary. Only the window that
+        holds the boundary is encoded with offsets."""
         if self.sp is not None and not self.verified:
             self.encode([text[:MAX_CHECK_CHARS]])  # settles the backend (checks tokenizer.json)
         if self.sp is not None:
@@ -240,13 +293,35 @@ class TextEncoder:
         else:
             cuts = safe_cuts(text, LONG_TEXT_CHARS, strict=True) if self.hf_splits else []
         bounds = [0, *cuts, len(text)]
+        done = 0  # tokens of the windows before this one
         for k in range(len(bounds) - 1):
-            piece = text[bounds[k] : bounds[k + 1]]
+            start, stop = bounds[k], bounds[k + 1]
+            piece = text[start:stop]
+            if start < boundary < stop:
+                yield self._split_window(text, start, stop, boundary, k, done)
+                continue
             if self.sp is None:
-                yield np.asarray(self.encode_hf([piece])[0], dtype=np.int32)
+                ids = np.asarray(self.encode_hf([piece])[0], dtype=np.int32)
             else:
                 sp = self.sp if k == 0 else self.sp_rest
-                yield sp.encode([piece], num_threads=self.threads, return_type="numpy")[0]
+                ids = sp.encode([piece], num_threads=self.threads, return_type="numpy")[0]
+            done += len(ids)
+            yield Split(ids, len(ids) if stop <= boundary else 0)
+
+    def _split_window(
+        self, text: str, start: int, stop: int, boundary: int, k: int, done: int
+    ) -> Split:
+        """The window [start, stop) that holds the boundary, cut by tokenizer.json's offsets.
+        tokenizer.json encodes a later window alone only when it cuts windows (Llama-3's
+        pre-tokenizer); for sentencepiece's later windows it encodes the text up to the window's
+        end (a source longer than LONG_TEXT_CHARS costs memory in proportion to its length) and
+        the window is its tokens after the `done` of the windows before."""
+        if k == 0 or self.sp is None:
+            s = split_hf(
+                self.hf.encode(text[start:stop], add_special_tokens=False), boundary - start
+            )
+            return s._replace(span=(s.span[0] + start, s.span[1] + start))
+        return split_hf(self.hf.encode(text[:stop], add_special_tokens=False), boundary, done)
 
     def check_samples(self, samples: list[tuple[str, list[int]]]) -> None:
         """Compare a worker's (text, ids) samples with tokenizer.json."""
@@ -268,6 +343,8 @@ class LightSpec:
     bos: int | None
     eos: int | None
     special_ids: dict[str, int]
+    hf_json: str = ""
+    """tokenizer.json as a string: source/target rows are cut by its offsets (`encode_split`)."""
 
 
 class LightTextEncoder:
@@ -276,6 +353,7 @@ class LightTextEncoder:
     def __init__(self, spec: LightSpec) -> None:
         self.sp = _load_sp(Path(spec.model))
         self.samples: list[tuple[str, list[int]]] = []
+        self.hf_json, self.hf = spec.hf_json, None
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         if not texts:
@@ -283,3 +361,14 @@ class LightTextEncoder:
         ids = self.sp.encode(texts, num_threads=1, return_type="numpy")
         self.samples += [(texts[i], ids[i].tolist()) for i in _probe(len(texts))]
         return ids
+
+    def encode_split(self, texts: list[str], boundaries: list[int]) -> list[Split]:
+        """As `TextEncoder.encode_split` (tokenizer.json, from the spec, loaded on first use)."""
+        if self.hf is None:
+            from tokenizers import Tokenizer
+
+            self.hf = Tokenizer.from_str(self.hf_json)
+            # not part of tokenizer.json: "<s>" in a text stays text, as in the main process
+            self.hf.encode_special_tokens = True
+        encs = self.hf.encode_batch(texts, add_special_tokens=False) if texts else []
+        return [split_hf(e, p) for e, p in zip(encs, boundaries, strict=True)]

@@ -1,10 +1,14 @@
 """Turn batches of raw rows into token ids and a trainable mask (one process, or N workers).
 
-Pretrain rows become `BOS + source + target + EOS`, with source and target tokenized
-separately and concatenated, so the mask boundary is exact (Colossal tokenizes the prefix and the
-whole row separately and assumes they line up; they need not). Loss is on target + EOS. Chat rows
-are laid out by `langgraft.templates`; loss is on assistant content + its end-of-turn token.
-Special tokens are always inserted by id.
+Pretrain rows become `BOS + source + target + EOS`: `source + target` is tokenized whole, so the
+ids are those of the row as one text, and the loss mask comes from the tokens' character offsets:
+a token is trained iff it begins at or after the first character of the target. (Tokenizing the
+target on its own gives it sentencepiece's dummy-prefix "▁", which the row does not have;
+Colossal tokenizes the prefix and the whole row separately and assumes they line up, which they
+need not.) A token that begins in the source and ends in the target is not trained, and the row
+is counted (`Split`, `EncodedBatch.straddled`). Loss is on target + EOS. Chat rows are laid out
+by `langgraft.templates` (each part tokenized on its own, as `render_prompt` does at inference);
+loss is on assistant content + its end-of-turn token. Special tokens are always inserted by id.
 
 Speed: a batch's texts are encoded in one call, never row by row (`langgraft.data.textenc`
 picks sentencepiece or the Rust tokenizer and checks they agree). With --workers N, JSON parsing,
@@ -29,6 +33,7 @@ from langgraft.data.textenc import (
     LONG_TEXT_CHARS,
     LightSpec,
     LightTextEncoder,
+    Split,
     TextEncoder,
     sentencepiece_model,
 )
@@ -113,10 +118,13 @@ class EncodedBatch:
     """(file index, line, reason, message, file_level), in input order."""
     samples: list[tuple[str, list[int]]] = field(default_factory=list)
     """(text, ids) a worker's sentencepiece produced, for the main process to check."""
-    long: dict[int, tuple[np.ndarray, str, tuple[int, int]]] = field(default_factory=dict)
-    """Accepted pretrain rows (by index in `categories`) whose target is longer than
-    LONG_TEXT_CHARS: (source ids, target text, (file index, line)), left for `Encoder.long_document` to stream into
-    the packer; their `lengths` and `trained` are 0 and `ids` holds none of their tokens."""
+    long: dict[int, tuple[str, str, tuple[int, int]]] = field(default_factory=dict)
+    """Accepted pretrain rows (by index in `categories`) longer than LONG_TEXT_CHARS: (source,
+    target, (file index, line)), left for `Encoder.long_document` to stream into the packer;
+    their `lengths` and `trained` are 0 and `ids` holds none of their tokens."""
+    straddled: list[tuple[int, int, str]] = field(default_factory=list)
+    """Accepted pretrain rows with a token that begins in the source and ends in the target (not
+    trained): (file index, line, what the token holds)."""
 
 
 class Encoder:
@@ -163,7 +171,8 @@ class Encoder:
         if not isinstance(self.text, TextEncoder) or self.text.sp is None:
             return None
         model = sentencepiece_model(self.spec.tokenizer)
-        return LightSpec(str(model), self.bos, self.eos, dict(self.special_ids))
+        hf_json = self.tokenizer.backend_tokenizer.to_str()
+        return LightSpec(str(model), self.bos, self.eos, dict(self.special_ids), hf_json)
 
     def encode(self, items: list[Item]) -> EncodedBatch:
         out = EncodedBatch()
@@ -193,7 +202,7 @@ class Encoder:
         if kind == JSON_ROW:
             obj = rowlib.decode_json_line(payload)
             if self.spec.kind == "chat":
-                return rowlib.chat_row(obj, self.spec.allow_missing_category)
+                return rowlib.chat_row(obj, self.spec.labels[file_idx])
             return rowlib.pretrain_row(
                 obj,
                 self.spec.text_field,
@@ -207,62 +216,72 @@ class Encoder:
         return rowlib.PretrainRow("", payload, self.spec.labels[file_idx])
 
     def _assemble_pretrain(self, good: list[Any], out: EncodedBatch) -> None:
-        # A long target is not encoded here: the main process streams it (`long_document`).
-        short = [len(r.target) <= LONG_TEXT_CHARS for _, _, r in good]
-        texts = [r.target for (_, _, r), s in zip(good, short, strict=True) if s]
-        src_rows = [i for i, (_, _, r) in enumerate(good) if r.source]
-        n_targets = len(texts)
-        texts += [good[i][2].source for i in src_rows]
-        enc = self.text.encode(texts)
-        sources = dict(zip(src_rows, enc[n_targets:], strict=True))
-        targets = iter(enc[:n_targets])
+        # A long row is not encoded here: the main process streams it (`long_document`).
+        rows = [r for _, _, r in good]
+        long = [len(r.source) + len(r.target) > LONG_TEXT_CHARS for r in rows]
+        plain = [i for i, r in enumerate(rows) if not long[i] and not r.source]
+        split = [i for i, r in enumerate(rows) if not long[i] and r.source]
+        enc: dict[int, Split] = {}
+        for i, ids in zip(plain, self.text.encode([rows[i].target for i in plain]), strict=True):
+            enc[i] = Split(ids, 0)
+        texts = [rows[i].source + rows[i].target for i in split]
+        bounds = [len(rows[i].source) for i in split]
+        enc.update(zip(split, self.text.encode_split(texts, bounds), strict=True))
         bos, eos, empty = _one(self.bos), _one(self.eos), np.zeros(0, np.int32)
         pieces: list[np.ndarray] = []
-        untrained: list[int] = []  # per encoded row: BOS + source
-        trained: list[int] = []  # per encoded row: target + EOS
+        untrained: list[int] = []  # per encoded row: BOS + the tokens that begin in the source
+        trained: list[int] = []  # per encoded row: the target's tokens + EOS
         for i, (file_idx, line, row) in enumerate(good):
-            source = sources.get(i, empty)
-            if not short[i]:
-                out.long[len(out.categories)] = (source, row.target, (file_idx, line))
+            if long[i]:
+                out.long[len(out.categories)] = (row.source, row.target, (file_idx, line))
                 out.trained.append(0)
                 out.lengths.append(0)
                 out.categories.append(row.category)
                 continue
-            target = next(targets)
-            if not len(target):
-                out.problems.append(
-                    (file_idx, line, "empty_target", "target is empty after tokenization", False)
-                )
+            s = enc[i]
+            if len(s.ids) == s.before:
+                why = "target is empty after tokenization"
+                if s.straddled:
+                    why += f" (its text is inside {straddle_text(row, s)}, not trained)"
+                out.problems.append((file_idx, line, "empty_target", why, False))
                 continue
-            pieces += (bos, source, target, eos)
-            untrained.append(1 + len(source))
-            trained.append(len(target) + 1)
-            out.trained.append(len(target) + 1)
-            out.lengths.append(len(source) + len(target) + 2)
+            if s.straddled:
+                out.straddled.append((file_idx, line, straddle_text(row, s)))
+            pieces += (bos, s.ids, eos)
+            untrained.append(1 + s.before)
+            trained.append(len(s.ids) - s.before + 1)
+            out.trained.append(trained[-1])
+            out.lengths.append(len(s.ids) + 2)
             out.categories.append(row.category)
         out.ids = np.concatenate(pieces) if pieces else empty
         out.mask = _mask(untrained, trained)
 
-    def long_document(self, source: np.ndarray, text: str) -> Iterator[Any] | None:
-        """The (ids, mask) pieces of a pretrain row with a long target, encoded as they are
-        consumed (`TextEncoder.encode_long`): BOS + source untrained, then the target window by
-        window and EOS, trained. None if the target is empty after tokenization (the row is
-        rejected, as a short one would be). Runs in the main process (workers hand long texts
-        back unencoded), so memory holds one window's ids, not the document's."""
+    def long_document(self, source: str, target: str) -> tuple[Iterator[Any], Split] | None:
+        """The (ids, mask) pieces of a long pretrain row, encoded as they are consumed
+        (`TextEncoder.encode_long_split` over `source + target`): BOS untrained, then window by
+        window, each token trained iff it begins in the target, then EOS, trained; and the
+        `Split` of the window that holds the boundary (its `straddled`). None if the target has
+        no token of its own (the row is rejected, as a short one would be). Runs in the main
+        process (workers hand long rows back unencoded), so memory holds one window's ids (and
+        the source's, which come before the first trained token), not the document's."""
         assert isinstance(self.text, TextEncoder)
-        windows = self.text.encode_long(text)
-        first = next((w for w in windows if len(w)), None)
-        if first is None:
+        windows = self.text.encode_long_split(source + target, len(source))
+        head: list[Split] = []
+        for w in windows:
+            head.append(w)
+            if len(w.ids) > w.before:
+                break
+        else:
             return None
+        at = next((w for w in head if w.straddled), head[-1])
 
         def pieces() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            head = np.concatenate([_one(self.bos), source])
-            yield head, np.zeros(len(head), np.uint8)
-            for w in itertools.chain([first], windows):
-                yield w, np.ones(len(w), np.uint8)
+            yield _one(self.bos), np.zeros(1, np.uint8)
+            for w in itertools.chain(head, windows):
+                yield w.ids, (np.arange(len(w.ids)) >= w.before).astype(np.uint8)
             yield _one(self.eos), np.ones(1, np.uint8)
 
-        return pieces()
+        return pieces(), at
 
     def _assemble_chat(self, good: list[Any], out: EncodedBatch) -> None:
         assert self.template is not None
@@ -339,6 +358,12 @@ class Encoder:
         if name == OPTIONAL_BOS:
             return np.zeros(0, np.int32) if self.bos is None else _one(self.bos)
         return _one(self.special_ids[name])  # type: ignore[index]
+
+
+def straddle_text(row: rowlib.PretrainRow, s: Split) -> str:
+    """The straddling token(s) of a row, for a message: source part + target part."""
+    text, cut = row.source + row.target, len(row.source)
+    return f"a token that holds {text[s.span[0] : cut]!r} + {text[cut : s.span[1]]!r}"
 
 
 def _one(token: int | None) -> np.ndarray:

@@ -63,12 +63,14 @@ def test_pretrain_masks_boundaries_buckets_and_accounting(tmp_path: Path, tok512
     tok = load_tokenizer(tok512)
     expected = []
     for r in ROWS:
-        src = (
-            tok(r.get("source", ""), add_special_tokens=False).input_ids if r.get("source") else []
-        )
-        tgt = tok(r["target"], add_special_tokens=False).input_ids
-        ids = [tok.bos_token_id, *src, *tgt, tok.eos_token_id]
-        labels = [-100] * (1 + len(src)) + [*tgt, tok.eos_token_id]
+        # the row tokenized whole; trained: the tokens that begin in the target
+        cut = len(r.get("source") or "")
+        got = tok(r.get("source", "") + r["target"], add_special_tokens=False,
+                  return_offsets_mapping=True)  # fmt: skip
+        ids = [tok.bos_token_id, *got.input_ids, tok.eos_token_id]
+        pairs = zip(got.input_ids, got.offset_mapping, strict=True)
+        trained = [i if a >= cut else -100 for i, (a, _) in pairs]
+        labels = [-100, *trained, tok.eos_token_id]
         expected.append((ids, labels, r["category"]))
     dd = datasets.load_from_disk(str(tmp_path / "out"))
     assert list(dd) == ["bucket_00", "bucket_01"]
@@ -83,7 +85,9 @@ def test_pretrain_masks_boundaries_buckets_and_accounting(tmp_path: Path, tok512
     # every document appears exactly once, whole, with source (and BOS) masked
     assert sorted(map(repr, got)) == sorted(map(repr, expected))
     c = m["counts"]
-    assert c["rows"] == {"in": len(ROWS), "packed": len(ROWS), "rejected": {}}
+    assert c["rows"] == {
+        "in": len(ROWS), "packed": len(ROWS), "rejected": {}, "boundary_inside_token": 0
+    }  # fmt: skip
     assert (
         c["tokens"]["target_in"]
         == c["tokens"]["supervised_out"]

@@ -51,10 +51,12 @@ def test_source_is_masked_target_and_eos_are_trained(llama2_model: Path) -> None
     tok = enc.tokenizer
     row = b'{"source": "Question: why?", "target": " Because.", "category": "qa"}'
     out = enc.encode([(0, 1, JSON_ROW, row)])
+    # the row is tokenized whole (the target alone would start with a dummy-prefix "▁")
     src = tok("Question: why?", add_special_tokens=False).input_ids
-    tgt = tok(" Because.", add_special_tokens=False).input_ids
-    assert out.ids.tolist() == [tok.bos_token_id, *src, *tgt, tok.eos_token_id]
-    assert out.mask.tolist() == [0] * (1 + len(src)) + [1] * (len(tgt) + 1)
+    whole = tok("Question: why? Because.", add_special_tokens=False).input_ids
+    assert whole[: len(src)] == src
+    assert out.ids.tolist() == [tok.bos_token_id, *whole, tok.eos_token_id]
+    assert out.mask.tolist() == [0] * (1 + len(src)) + [1] * (len(whole) - len(src) + 1)
     assert out.categories == ["qa"] and out.lengths == [len(out.ids)]
 
 
