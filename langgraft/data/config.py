@@ -18,8 +18,9 @@ RUN_ONLY_FIELDS = ("out", "overwrite", "workers", "progress", "jsonl", "tokenize
 class PrepareConfig:
     input: list[str]
     """Input files or directories (searched recursively, in sorted order, for *.jsonl,
-    *.jsonl.gz, *.txt and *.txt.gz). Prefix NAME= to set the category of raw-text rows from this
-    input (default: the file or directory name without extensions)."""
+    *.jsonl.gz, *.txt and *.txt.gz). Prefix NAME= to set the category of raw-text rows and of
+    chat rows without a `category` from this input (default: the file or directory name without
+    extensions)."""
     tokenizer: Path
     """A SentencePiece tokenizer.model, or a Hugging Face tokenizer/model directory with
     tokenizer.json."""
@@ -41,7 +42,8 @@ class PrepareConfig:
     txt_document: Literal["block", "file"] = "block"
     """How .txt files split into documents: one per blank-line-separated block, or one per file."""
     allow_missing_category: bool = False
-    """Rows without a `category` get category "unknown" instead of being an error."""
+    """source/target rows without a `category` get category "unknown" instead of being an
+    error (raw text and chat rows without one take the input's name; see --input)."""
     on_error: Literal["fail", "skip"] = "fail"
     """Bad input rows (malformed JSON, wrong types, missing fields, invalid UTF-8) and empty
     files: fail (print file:line and exit 2, writing nothing) or skip (count each reason in the
@@ -100,3 +102,8 @@ class ChatPrepareConfig(PrepareConfig):
         super().validate()
         if self.text_field is not None:
             raise UserError("--text-field is for `prepare pretrain`; chat rows need `messages`")
+        if self.allow_missing_category:
+            raise UserError(
+                "--allow-missing-category is for `prepare pretrain`: a chat row without a "
+                "category already takes the input's name (NAME=PATH, else the file name)"
+            )

@@ -133,10 +133,12 @@ def pretrain_row(
     return PretrainRow(source, target, _category(obj, allow_missing_category, None))
 
 
-def chat_row(obj: dict[str, Any], allow_missing_category: bool) -> ChatRow:
+def chat_row(obj: dict[str, Any], label: str) -> ChatRow:
     """{"messages": [{"role"|"from": ..., "content"|"value": ...}, ...], ["category"]}.
 
-    Trailing turns after the last assistant turn are dropped (nothing would be trained on them).
+    A row without a category (the usual chat format) takes `label`, the input's name (NAME in
+    NAME=PATH, else the file or directory name), as raw text does. Trailing turns after the last
+    assistant turn are dropped (nothing would be trained on them).
     """
     if "messages" not in obj:
         raise RowError("missing_field", "missing field 'messages'")
@@ -167,4 +169,4 @@ def chat_row(obj: dict[str, Any], allow_missing_category: bool) -> ChatRow:
     last = max((i for i, m in enumerate(out) if m["role"] == "assistant"), default=-1)
     if last < 0:
         raise RowError("no_assistant_turn", "no assistant turn: nothing to train on")
-    return ChatRow(out[: last + 1], _category(obj, allow_missing_category, None))
+    return ChatRow(out[: last + 1], _category(obj, False, label))

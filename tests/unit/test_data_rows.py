@@ -64,14 +64,14 @@ def test_chat_row_aliases_and_trailing_turns() -> None:
                 {"role": "user", "content": "dangling"},
             ]
         },
-        True,
+        "sft",
     )
     assert r.messages == [
         {"role": "system", "content": "S"},
         {"role": "user", "content": "Q"},
         {"role": "assistant", "content": "A"},
     ]
-    assert r.category == "unknown"
+    assert r.category == "sft"  # no category: the input's name
 
 
 @pytest.mark.parametrize(
@@ -96,9 +96,12 @@ def test_bad_chat_rows(obj: dict, reason: str) -> None:
     assert _reason(chat_row, obj, True) == reason
 
 
-def test_missing_category_needs_the_flag() -> None:
+def test_missing_category_needs_the_flag_for_source_target_rows_only() -> None:
+    assert _reason(pretrain_row, {"target": "A"}, None, False, "lbl") == "missing_field"
     msgs = {"messages": [{"role": "assistant", "content": "x"}]}
-    assert _reason(chat_row, msgs, False) == "missing_field"
+    assert chat_row(msgs, "lbl").category == "lbl"
+    assert chat_row({**msgs, "category": "c"}, "lbl").category == "c"
+    assert _reason(chat_row, {**msgs, "category": ""}, "lbl") == "wrong_type"
 
 
 json_values = st.recursive(
@@ -137,7 +140,7 @@ def test_fuzz_reader_only_ever_raises_row_errors(line: bytes) -> None:
     for parse in (
         lambda o: pretrain_row(o, None, False, "l"),
         lambda o: pretrain_row(o, "target", False, "l"),
-        lambda o: chat_row(o, True),
+        lambda o: chat_row(o, "l"),
     ):
         try:
             parse(decode_json_line(line))
