@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
 
 from langgraft import __version__
 from langgraft.errors import UserError
+
+log = logging.getLogger("langgraft")
 
 COMMANDS: dict[str, str] = {
     "tokenizer": "langgraft.tokenizer.cli",
@@ -40,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"langgraft {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for torch (intra-op), MKL and the tokenizers in this command; under "
+        "`launch`, per rank; torch uses at most the machine's cores. Default: $OMP_NUM_THREADS if set, else the cores this process may "
+        "use (divided among a node's ranks) less the machine's current load, at least 1: "
+        "threads that wait for a busy core spin, and a 2-core machine shared with one other "
+        "job ran 3-10x slower with 2 threads than with 1",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         importlib.import_module(module).register(sub, name)
@@ -54,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    try:
+        configure_threads(args)
+    except UserError as e:
+        return _fail(args, str(e), e.exit_code)
     previous = None
     if args.command != "train" and threading.current_thread() is threading.main_thread():
         # `kill`/a scheduler's SIGTERM unwinds like Ctrl-C, so scratch outputs are removed
@@ -64,6 +81,61 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if "torch" in sys.modules:
+            log.debug("torch ran with %d intra-op threads", sys.modules["torch"].get_num_threads())
+
+
+def default_threads(cores: int, ranks: int, load: float) -> int:
+    """Threads per process when nobody chose: this process's share of the cores (a node's
+    `ranks` share them) that the current load leaves free, at least 1. OpenMP threads that wait
+    for a core held by another process spin and stall each other at every parallel region:
+    measured on 2 shared cores, one busy loop beside, a 4-layer training step took 3-4x longer
+    with 2 threads than with 1, and an eval 4x (figures in BENCHMARKS.md)."""
+    free = max(1, cores - int(load))
+    return max(1, min(cores, free) // max(1, ranks))
+
+
+def chosen_threads(args: argparse.Namespace, env: dict[str, str] | os._Environ) -> tuple[int, str]:
+    """(threads, where the number came from): --threads, then $OMP_NUM_THREADS, then the
+    default. A value that is not a positive whole number is refused, never guessed at."""
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: must be >= 1")
+        return args.threads, "--threads"
+    raw = env.get("OMP_NUM_THREADS", "").strip()
+    if raw:
+        first = raw.split(",")[0].strip()  # OpenMP's nested form "4,2": the outer level
+        if not first.isdigit() or int(first) < 1:
+            raise UserError(
+                f"OMP_NUM_THREADS={raw!r}: expected a whole number >= 1 (or unset it, or "
+                "pass --threads N)"
+            )
+        return int(first), "OMP_NUM_THREADS"
+    ranks = getattr(args, "nproc_per_node", None) if args.command == "launch" else None
+    ranks = ranks or int(env.get("LOCAL_WORLD_SIZE", "1") or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    n = default_threads(cores or 1, ranks, load)
+    return n, f"default: {cores} cores, {ranks} rank(s) per node, load {load:.1f}"
+
+
+def configure_threads(args: argparse.Namespace) -> int:
+    """Fix every compute thread pool of this process (and of the processes it starts: the demo's
+    trainings, torchrun's ranks under `launch`) before torch is imported. The variables are read
+    once, when torch, MKL and the tokenizers' Rust pool start; heavy modules are imported inside
+    the command functions, after this runs. Inter-op threads (torch.jit.fork) stay torch's: no
+    command uses them, and an idle pool costs nothing."""
+    n, source = chosen_threads(args, os.environ)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    os.environ["MKL_NUM_THREADS"] = str(n)
+    os.environ.setdefault("RAYON_NUM_THREADS", str(n))
+    # A thread that finished its share sleeps instead of spinning (GNU and Intel OpenMP): with
+    # another job on the cores, spinning threads take turns with the ones still working.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" in sys.modules:  # imported already (an in-process caller): set it directly
+        sys.modules["torch"].set_num_threads(n)
+    log.debug("threads: %d (%s)", n, source)
+    return n
 
 
 def run_command(args: argparse.Namespace) -> int:
