@@ -9,7 +9,9 @@ Bins and buckets (Colossal-LLaMA-2's "bucket-based training", made explicit and 
 sequences of each category are shuffled with a generator seeded by (seed, category name) and cut
 into K near-equal bins (`np.array_split` sizes: the first n % K bins get one more). Bucket k holds
 bin k of every category, shuffled together with a generator seeded by (seed, k), so a trainer
-reading a bucket front to back sees the categories interleaved.
+reading a bucket front to back sees the categories interleaved. The bins are random splits, so
+every bucket is a balanced sample of every category and the order of the buckets is no
+curriculum: reading them in turn spreads each category evenly over training.
 """
 
 from __future__ import annotations

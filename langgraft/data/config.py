@@ -33,7 +33,8 @@ class PrepareConfig:
     (an exchange that cannot fit is left out and counted as turn_too_long)."""
     num_bins: int = 1
     """Split every category into this many bins after a seeded shuffle; bucket k holds bin k of
-    every category."""
+    every category. The bins are random splits, so the buckets spread every category evenly
+    (Colossal-LLaMA-2's bucket-based training); their order is no curriculum."""
     seed: int = 42
     """Seed of the shuffle into bins and buckets."""
     text_field: str | None = None

@@ -1,6 +1,7 @@
 """Reading `prepare` output for training: bucket order, seeded shuffle within a bucket, exact resume.
 
-Colossal-LLaMA-2 concatenates its buckets and shuffles globally, so its curriculum never happens.
+Colossal-LLaMA-2 concatenates its buckets and shuffles globally, so they are never read in turn.
+(The buckets are random, category-balanced splits from `prepare --num-bins`, not a curriculum.)
 Here a stage's pass over its data is bucket 0, then bucket 1, ...; each bucket's pool is the
 rows of that bucket of every source (weighted) shuffled with a seed derived from
 (seed, stage, epoch, bucket). A source with fewer buckets than the stage is spread evenly over
@@ -211,7 +212,7 @@ class StageSampler:
         A source with b <= K buckets (K = the stage's) spreads each of its buckets j evenly over
         the stage buckets that map to it, [ceil(jK/b), ceil((j+1)K/b)); so a one-bucket replay
         source is mixed into every stage bucket, not front-loaded into bucket 0, and a source's
-        own bucket order (its curriculum) is kept. Which rows go to which share is reshuffled
+        own bucket order is kept. Which rows go to which share is reshuffled
         every epoch."""
         K = self.num_buckets
         parts = []
