@@ -71,6 +71,20 @@ def _claim_run_dir(args: argparse.Namespace, recipe: Any, resume: Any, cleanup: 
     clear_run(out, stale, recipe_inputs(recipe, args.init_from))
 
 
+def _check_inputs_exist(recipe: Any, where: str) -> None:
+    """A recipe whose inputs are built by another command (`inputs_built_by`) says so when one
+    is missing, instead of a bare "no such directory" about a path the user never made."""
+    if not recipe.inputs_built_by:
+        return
+    paths = [recipe.model, *(d.path for s in recipe.stages for d in s.data), *recipe.eval.data]
+    for path in paths:
+        if not Path(path).exists():
+            raise UserError(
+                f"{path}: no such file or directory (the input of {where}; it is built by "
+                f"`{recipe.inputs_built_by}`: run that first)"
+            )
+
+
 def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     import random
 
@@ -93,6 +107,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
 
     with _one_voice():  # the same file on every rank: the same refusal, said once per node
         recipe = load_recipe(args.config, args.overrides)
+        _check_inputs_exist(recipe, str(args.config))
     # Every degree against the world size and the model's shape, before anything is loaded.
     if args.plan:  # memory planning only: config.json + the recipe, on the meta device
         from langgraft.distributed.plan import plan_report

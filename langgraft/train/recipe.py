@@ -125,6 +125,9 @@ class Recipe:
     """Run directory: checkpoints/, export/, metrics.jsonl, tensorboard/, recipe.json."""
     tokenizer: str | None = None
     """Tokenizer directory (default: the model directory); its hash must match the data's."""
+    inputs_built_by: str | None = None
+    """The command that builds this recipe's model and data directories when they do not exist
+    yet (e.g. `scripts/train_demo.sh`): an error about a missing input names it."""
     seed: int = 1024
     """Seed of the data order and of torch/numpy/python RNGs (Colossal: 1024)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

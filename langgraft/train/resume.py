@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 APPLIED_ON_RESUME = ("lr", "min_lr_ratio", "weight_decay", "grad_clip")
 _BATCH_KEYS = ("micro_batch_size", "accumulation_steps")
-_FREE_TOP = ("out", "model", "tokenizer", "plugin", "tp", "zero", "pp", "compile", "device",
+_FREE_TOP = ("out", "model", "tokenizer", "inputs_built_by", "plugin", "tp", "zero", "pp", "compile", "device",
              "grad_checkpoint", "attn_implementation", "dist_timeout_s", "log_interval", "tensorboard", "progress",
              "checkpoint", "eval", "train")  # fmt: skip
 # `train:` is only the defaults block: what it changes shows up in the stages, compared there.
