@@ -30,6 +30,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from langgraft.errors import UserError
 
@@ -329,11 +330,25 @@ def read_utf8(path: str | Path, what: str = "file") -> str:
         raise UserError(f"{path}: cannot read the {what} ({e.strerror})") from None
 
 
+def state_bytes(model: Any) -> int:
+    """Bytes of a model's distinct tensors (tied ones once): what saving its weights writes."""
+    seen = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
+    return sum(seen.values())
+
+
+def human_size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
 @contextlib.contextmanager
-def safetensors_write_errors(path: PathLike) -> Iterator[None]:
+def safetensors_write_errors(path: PathLike, need_bytes: int = 0) -> Iterator[None]:
     """Turn safetensors' SafetensorError from a failed write (a full disk:
     `IoError(Os { code: 28, ... })`) into the OSError it wraps, naming `path`, so the CLI says
-    `PATH: No space left on device; free some space ...` instead of a traceback."""
+    `PATH: No space left on device; free some space ...` instead of a traceback; with
+    `need_bytes` (what the write holds) a full disk also says what it needs and what is free."""
     try:
         yield
     except Exception as e:
@@ -342,6 +357,12 @@ def safetensors_write_errors(path: PathLike) -> Iterator[None]:
         found = re.search(r"\bcode: (\d+)", str(e))
         if found:
             code = int(found.group(1))
+            if code == errno.ENOSPC and need_bytes:
+                free = shutil.disk_usage(Path(path).parent).free
+                raise UserError(
+                    f"{path}: No space left on device; free some space or write elsewhere (it "
+                    f"needs about {human_size(need_bytes)}, {human_size(free)} free)"
+                ) from None
             raise OSError(code, os.strerror(code), str(path)) from None
         raise UserError(f"{path}: cannot write the safetensors file ({e})") from None
 

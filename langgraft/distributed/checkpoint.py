@@ -38,7 +38,7 @@ import torch
 
 from langgraft.distributed.parallel import barrier, broadcast_object, rank, world_size
 from langgraft.errors import UserError
-from langgraft.fsutil import load_tensors
+from langgraft.fsutil import human_size, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +177,10 @@ def save_checkpoint(
         # The last good checkpoint holds the same tensors: its size is what the new one needs.
         need = sum(f.stat().st_size for f in good.rglob("*") if f.is_file()) if good else 0
         free = shutil.disk_usage(root).free
-        size = f"it needs about {_size(need)} (the last one's size), " if need else ""
+        size = f"it needs about {human_size(need)} (the last one's size), " if need else ""
         raise UserError(
             f"{final}: No space left on device while writing the checkpoint of step {step} "
-            f"({size}{_size(free)} free); the last good checkpoint is "
+            f"({size}{human_size(free)} free); the last good checkpoint is "
             f"{good or 'none yet'} (free space, then --resume auto continues from it exactly)"
         ) from None
     barrier()  # every rank's RNG file is in before the rename
@@ -188,13 +188,6 @@ def save_checkpoint(
         _publish(root, tmp, final, name, keep_last)
     barrier()  # nobody reads or resumes from a checkpoint that is not complete
     return final
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n / 2**10:.1f} KiB"
 
 
 def _disk_full(e: BaseException) -> bool:

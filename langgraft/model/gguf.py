@@ -89,7 +89,7 @@ def import_gguf(
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
     from transformers.utils import logging as hf_logging
 
-    from langgraft.fsutil import safetensors_write_errors, sha256_file
+    from langgraft.fsutil import safetensors_write_errors, sha256_file, state_bytes
     from langgraft.model.meta import write_meta
 
     where = dict(gguf_file=gguf.name, local_files_only=True)
@@ -111,7 +111,7 @@ def import_gguf(
             require_supported(model.config.model_type, str(gguf))
         # general.name lands in config.json under this key; it is not a path or a hub id.
         model.config.__dict__.pop("_model_name_or_path", None)
-        with safetensors_write_errors(Path(out_dir) / "model.safetensors"):
+        with safetensors_write_errors(Path(out_dir) / "model.safetensors", state_bytes(model)):
             model.save_pretrained(out_dir)
     n_params = sum(p.numel() for p in model.parameters())
     del model

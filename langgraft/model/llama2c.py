@@ -159,7 +159,7 @@ def import_llama2c(checkpoint: Path, tokenizer: Path, out_dir: Path) -> dict[str
     import torch
     from transformers import GenerationConfig, LlamaForCausalLM
 
-    from langgraft.fsutil import safetensors_write_errors, sha256_file
+    from langgraft.fsutil import safetensors_write_errors, sha256_file, state_bytes
     from langgraft.model.meta import write_meta
     from langgraft.tokenizer.hf import write_hf_tokenizer
     from langgraft.tokenizer.spmodel import load_proto
@@ -190,7 +190,7 @@ def import_llama2c(checkpoint: Path, tokenizer: Path, out_dir: Path) -> dict[str
         eos_token_id=[ts.eos_id, ts.bos_id],
     )
     model.generation_config = gen
-    with safetensors_write_errors(Path(out_dir) / "model.safetensors"):
+    with safetensors_write_errors(Path(out_dir) / "model.safetensors", state_bytes(model)):
         model.save_pretrained(out_dir)
     write_hf_tokenizer(proto, out_dir, model_max_length=hdr.seq_len)
     meta = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,3 +55,24 @@ def test_a_full_disk_checkpoint_says_the_space_it_needs(tmp_path, capsys, monkey
     free = float(found[3]) * units[found[4]]
     assert abs(free - shutil.disk_usage(out).free) < 2**30, free
     assert f"the last good checkpoint is {good}" in err[0]
+
+
+def test_import_llama2c_full_disk_says_the_space_it_needs(shared_data: Path, tmp_path: Path, monkeypatch, capsys) -> None:  # fmt: skip
+    """The import's one line (tests/unit/test_small_faults.py) also says how much the weights
+    need and what is free, like a checkpoint's."""
+    from safetensors import SafetensorError
+    from transformers import LlamaForCausalLM
+
+    def full(self, *a, **k) -> None:  # noqa: ANN001, ANN002, ANN003
+        raise SafetensorError('IoError(Os { code: 28, kind: StorageFull, message: "No space" })')
+
+    monkeypatch.setattr(LlamaForCausalLM, "save_pretrained", full)
+    d = shared_data / "models" / "stories260K"
+    argv = ["model", "import-llama2c", "--checkpoint", str(d / "stories260K.bin"),
+            "--tokenizer", str(d / "tok512.model"), "--out", str(tmp_path / "m")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    # stories260K: 260,032 fp32 parameters, the classifier tied to the embedding.
+    assert "model.safetensors: No space left on device" in err
+    assert "needs about 1015.8 KiB" in err and " free)" in err, err
