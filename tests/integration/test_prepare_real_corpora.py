@@ -38,6 +38,7 @@ def test_real_corpora_lose_no_row_and_no_token(tmp_path: Path, shared_data: Path
         "in": n_poems + sum(blocks.values()),
         "packed": c["rows"]["in"],
         "rejected": {},
+        "boundary_inside_token": 0,
     }
     assert {Path(i["path"]).name: i["rows"] for i in m["inputs"] if i["format"] == "txt"} == blocks
     t = c["tokens"]
