@@ -58,8 +58,8 @@ from pathlib import Path
 out = Path(sys.argv[1])
 def load(d):
     r = json.loads((out / d / "text_results.json").read_text())
-    return {Path(x["name"]).stem: x["nats_per_char"] for x in r["corpora"]}
+    return {Path(x["name"]).stem: x["bits_per_char"] for x in r["corpora"]}
 before, after = load("eval-before"), load("eval-after")
 for k in before:
-    print(f"{k}: {before[k]:.4f} -> {after[k]:.4f} nats/char ({after[k] / before[k] - 1:+.1%})")
+    print(f"{k}: {before[k]:.4f} -> {after[k]:.4f} bits/char ({after[k] / before[k] - 1:+.1%})")
 PYEOF

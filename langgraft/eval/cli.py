@@ -75,7 +75,15 @@ class TextConfig(ModelArgs):
     max_chars: int | None = 200_000
     """Score at most this many characters of each corpus (0 or none: all)."""
     max_length: int = 1024
-    """Window length in tokens (BOS included)."""
+    """Most tokens in a window (BOS included; at most the model's own limit)."""
+    context_chars: int | None = None
+    """Characters of context before the characters a window scores, the same for every
+    tokenizer so that bits/char compares models with different vocabularies (none: derived
+    from --max-length so that context and stride fit at 3 tokens per character: 43 for 256).
+    Windows overlap by this much; every character is scored exactly once."""
+    stride_chars: int | None = None
+    """Characters scored per window (none: derived from --max-length, 42 for 256); a character
+    at offset k of the stride sees --context-chars + k characters, whatever the tokenizer."""
     batch_size: int = 2
     """Windows per forward pass."""
     compare: list[Path] = field(default_factory=list)
@@ -190,7 +198,10 @@ def run_text(args: argparse.Namespace) -> int:
     corpora = {p: read_corpus(p, cfg.text_key, cfg.max_chars or None) for p in cfg.data}
     model, tokenizer = load_model(cfg)
     results = [
-        evaluate_text(model, tokenizer, docs, p.name, cfg.max_length, cfg.batch_size)
+        evaluate_text(
+            model, tokenizer, docs, p.name, cfg.max_length, cfg.batch_size,
+            cfg.context_chars, cfg.stride_chars,
+        )  # fmt: skip
         for p, docs in corpora.items()
     ]
     table = markdown(results, str(cfg.model))

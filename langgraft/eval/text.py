@@ -2,16 +2,27 @@
 
 Loss per token depends on how finely the tokenizer cuts text: a tokenizer that adds 20k Chinese
 pieces makes each token carry more text and its per-token loss rises even when the model got
-better. Per character and per UTF-8 byte (bits per byte) the denominator is the text itself, so
-models with different vocabularies can be compared on the same file.
+better. Per character (bits/char) and per UTF-8 byte (bits/byte) the denominator is the text
+itself, so models with different vocabularies can be compared on the same file.
 
-Each document is tokenized whole and cut into windows of `max_length - 1` tokens; each window is
-scored behind a BOS token, so every text token is predicted exactly once (the first token of a
-window sees no earlier text: the reported loss is a slight over-estimate for short windows).
+The context is the same in characters for every tokenizer. A window of N tokens covers twice the
+text with a tokenizer that is twice as compressive, so fixed token windows would give the expanded
+model more context and a lower loss for that alone. Instead each document is tokenized whole
+(with character offsets) and scored in overlapping windows, as in sliding-window perplexity (HF's
+perplexity guide, lm-eval-harness' rolling log-likelihood) but with the stride and the context
+measured in characters: a window scores the tokens that start in the next `stride_chars`
+characters and conditions them on the tokens that start in the `context_chars` characters before
+(the whole prefix near a document's start). Every token, hence every character, is scored exactly
+once; each window starts with BOS. A window longer than `max_length` tokens scores fewer
+characters (the context is never cut); a context that alone does not fit is refused.
+
+    langgraft eval text --model MODEL --data ../shared/data/corpus/zh/hongloumeng.txt --out OUT \
+        --max-length 256            # context 43 + stride 42 characters, derived from 256
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -40,36 +51,37 @@ class TextLoss:
     windows: int = 0
     """Model inputs the documents were cut into."""
     max_length: int = 0
-    """Window length used (BOS included)."""
-    nats_per_char_stderr: float = float("nan")
-    """Standard error of nats/char over the windows (ratio estimator; adjacent windows of one
+    """Most tokens in a window (BOS included)."""
+    context_chars: int = 0
+    """Characters of context before each window's scored characters."""
+    stride_chars: int = 0
+    """Characters scored per window (fewer where a window would exceed max_length)."""
+    bits_per_char_stderr: float = float("nan")
+    """Standard error of bits/char over the windows (ratio estimator; overlapping windows of one
     text are not independent, so this is a lower bound on the true uncertainty)."""
 
     @property
     def loss_per_token(self) -> float:
+        """Nats per token (the training loss's unit)."""
         return self.nll / self.tokens
 
     @property
-    def nats_per_char(self) -> float:
-        return self.nll / self.chars
+    def bits_per_char(self) -> float:
+        return self.nll / math.log(2) / self.chars
 
     @property
     def bits_per_byte(self) -> float:
         return self.nll / math.log(2) / self.bytes
-
-    @property
-    def bits_per_char(self) -> float:
-        return self.nats_per_char / math.log(2)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
             "loss_per_token": self.loss_per_token,
             "perplexity_per_token": math.exp(min(self.loss_per_token, 700)),
-            "nats_per_char": self.nats_per_char,
-            "bits_per_byte": self.bits_per_byte,
             "bits_per_char": self.bits_per_char,
-            "bits_per_char_stderr": self.nats_per_char_stderr / math.log(2),
+            "bits_per_byte": self.bits_per_byte,
+            # the same figure in nats, labelled, for readers of earlier results files
+            "nats_per_char": self.nll / self.chars,
         }
 
 
@@ -124,8 +136,62 @@ def _check_encodable(text: str, where: str) -> None:
         ) from None
 
 
-def _windows(ids: list[int], size: int) -> list[list[int]]:
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
+def default_context(max_length: int) -> tuple[int, int]:
+    """(context_chars, stride_chars) for a window of `max_length` tokens: together they fit even
+    where every character takes three tokens (CJK under UTF-8 byte fallback), half each. The
+    split does not favour a tokenizer (the scored characters are chosen by position, so the
+    context each one sees, context_chars plus its offset in the stride, is the same for all);
+    a longer stride only costs fewer overlapping tokens (here each token is run about twice)."""
+    chars = max(2, (max_length - 1) // 3)
+    return chars - chars // 2, chars // 2
+
+
+@dataclass
+class Window:
+    context: tuple[int, int]
+    """Token range [a, b) seen as context, not scored."""
+    scored: tuple[int, int]
+    """Token range [b, c) scored."""
+    chars: tuple[int, int]
+    """Character range the scored tokens cover (the ranges of a document partition it)."""
+
+
+def plan_windows(
+    starts: list[int], n_chars: int, context_chars: int, stride_chars: int, max_length: int
+) -> list[Window]:
+    """Windows over one document whose token i starts at character `starts[i]` (see the module
+    docstring). Refuses a context that alone fills `max_length`."""
+    out: list[Window] = []
+    t, n = 0, len(starts)
+    while t < n:
+        s = starts[t]
+        a = bisect.bisect_left(starts, s - context_chars, 0, t)
+        u = bisect.bisect_left(starts, s + stride_chars, t + 1, n)
+        room = max_length - 1 - (t - a)  # BOS, then the context
+        if room < 1:
+            raise UserError(
+                f"the context of character {s} ({s - starts[a]} characters, at most "
+                f"--context-chars {context_chars}) takes {t - a} tokens: --max-length "
+                f"{max_length} leaves no room to score one; lower --context-chars or raise "
+                "--max-length"
+            )
+        u = min(u, t + room)
+        end = starts[u] if u < n else n_chars
+        out.append(Window((a, t), (t, u), (0 if not out else s, end)))
+        t = u
+    return out
+
+
+def _token_starts(tokenizer: Any, doc: str, where: str) -> tuple[list[int], list[int]]:
+    """(ids, character where each token starts), non-decreasing."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"{where}: text loss needs a fast tokenizer (character offsets)")
+    enc = tokenizer(doc, add_special_tokens=False, return_offsets_mapping=True)
+    starts, last = [], 0
+    for a, _ in enc["offset_mapping"]:
+        last = max(last, a)  # byte-fallback pieces of one character share its offsets
+        starts.append(last)
+    return enc["input_ids"], starts
 
 
 def evaluate_text(
@@ -135,8 +201,11 @@ def evaluate_text(
     name: str = "text",
     max_length: int = 1024,
     batch_size: int = 2,
+    context_chars: int | None = None,
+    stride_chars: int | None = None,
 ) -> TextLoss:
-    """Total loss of `model` over `docs`; see the module docstring for the windowing."""
+    """Total loss of `model` over `docs`; see the module docstring for the windows
+    (`context_chars` / `stride_chars` None: `default_context(max_length)`)."""
     import torch
 
     if max_length < 2:
@@ -152,29 +221,42 @@ def evaluate_text(
             "%s: window %d -> %d (the model's max_position_embeddings)", name, max_length, limit
         )
         max_length = limit
+    dc, ds = default_context(max_length)
+    context_chars = dc if context_chars is None else context_chars
+    stride_chars = ds if stride_chars is None else stride_chars
+    if context_chars < 0 or stride_chars < 1:
+        raise UserError(
+            f"--context-chars {context_chars} / --stride-chars {stride_chars}: need >= 0 / >= 1"
+        )
     bos = tokenizer.bos_token_id
     if bos is None:
         raise UserError("tokenizer has no BOS token; text loss scores every token behind BOS")
-    rows: list[list[int]] = []
+    rows: list[tuple[list[int], int, int]] = []  # (BOS + tokens, first scored index, chars)
     tokens = 0
     for i, doc in enumerate(docs):
         _check_encodable(doc, f"{name}: document {i + 1}")
-        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+        ids, starts = _token_starts(tokenizer, doc, f"{name}: document {i + 1}")
+        try:
+            wins = plan_windows(starts, len(doc), context_chars, stride_chars, max_length)
+        except UserError as e:
+            raise UserError(f"{name}: document {i + 1}: {e}") from None
+        _check_partition(wins, len(ids), len(doc))
         tokens += len(ids)
-        rows += [[bos, *w] for w in _windows(ids, max_length - 1)]
-    rows.sort(key=len, reverse=True)
-    nll = 0.0
-    row_nll: list[float] = []
+        for w in wins:
+            (a, t), (_, u) = w.context, w.scored
+            rows.append(([bos, *ids[a:u]], 1 + t - a, w.chars[1] - w.chars[0]))
+    order = sorted(range(len(rows)), key=lambda k: len(rows[k][0]), reverse=True)
+    row_nll = [0.0] * len(rows)
     model.eval()
     with torch.inference_mode():
-        for start in tqdm(range(0, len(rows), batch_size), desc=name, unit="batch", disable=None):
-            batch = rows[start : start + batch_size]
-            width = max(len(r) for r in batch)
+        for start in tqdm(range(0, len(order), batch_size), desc=name, unit="batch", disable=None):
+            batch = [rows[k] for k in order[start : start + batch_size]]
+            width = max(len(r[0]) for r in batch)
             ids = torch.full((len(batch), width), bos, dtype=torch.long)
             labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            for i, r in enumerate(batch):
-                ids[i, : len(r)] = torch.tensor(r)
-                labels[i, 1 : len(r)] = torch.tensor(r[1:])
+            for j, (r, first, _) in enumerate(batch):
+                ids[j, : len(r)] = torch.tensor(r)
+                labels[j, first : len(r)] = torch.tensor(r[first:])
             # Right padding under causal attention: real tokens never attend to the pads.
             logits = model(input_ids=ids.to(model.device), use_cache=False).logits.float()
             per_token = torch.nn.functional.cross_entropy(
@@ -184,16 +266,29 @@ def evaluate_text(
                 reduction="none",
             )
             sums = per_token.sum(dim=1).tolist()
-            row_nll += sums
-            nll += sum(sums)
+            for k, v in zip(order[start : start + batch_size], sums, strict=True):
+                row_nll[k] = v
     chars = sum(len(d) for d in docs)
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
-    # Characters per window, for the standard error only: decoded lengths, scaled to the exact
-    # total (a SentencePiece window's leading space makes decode() approximate).
-    approx = [max(1, len(tokenizer.decode(r[1:]))) for r in rows]
-    scale = chars / sum(approx)
-    se = _ratio_stderr(row_nll, [a * scale for a in approx])
-    return TextLoss(name, len(docs), tokens, chars, nbytes, nll, len(rows), max_length, se)
+    se = _ratio_stderr(row_nll, [float(r[2]) for r in rows]) / math.log(2)
+    return TextLoss(
+        name, len(docs), tokens, chars, nbytes, sum(row_nll), len(rows), max_length,
+        context_chars, stride_chars, se,
+    )  # fmt: skip
+
+
+def _check_partition(wins: list[Window], n_tokens: int, n_chars: int) -> None:
+    """Every token and every character scored exactly once: the windows' scored ranges tile the
+    document (a planning bug here would silently bias bits/char)."""
+    tok_at, char_at = 0, 0
+    for w in wins:
+        if w.scored[0] != tok_at or w.chars[0] != char_at or w.scored[1] <= w.scored[0]:
+            raise AssertionError(f"text windows do not tile the document at {w}")
+        tok_at, char_at = w.scored[1], w.chars[1]
+    if tok_at != n_tokens or char_at != n_chars:
+        raise AssertionError(
+            f"text windows cover {tok_at}/{n_tokens} tokens, {char_at}/{n_chars} chars"
+        )
 
 
 def _ratio_stderr(y: list[float], x: list[float]) -> float:
@@ -210,13 +305,19 @@ def _ratio_stderr(y: list[float], x: list[float]) -> float:
 def markdown(results: list[TextLoss], model: str) -> str:
     lines = [
         f"# text loss — {model}\n",
-        "| corpus | tokens | chars | loss/token | nats/char | bits/byte |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| corpus | tokens | chars | nats/token | bits/char | ± SE | bits/byte |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.name} | {r.tokens} | {r.chars} | {r.loss_per_token:.4f} | "
-            f"{r.nats_per_char:.4f} | {r.bits_per_byte:.4f} |"
+            f"{r.bits_per_char:.4f} | {r.bits_per_char_stderr:.4f} | {r.bits_per_byte:.4f} |"
+        )
+    if results:
+        r = results[0]
+        lines.append(
+            f"\ncontext {r.context_chars} characters, stride {r.stride_chars}, windows of at "
+            f"most {r.max_length} tokens"
         )
     return "\n".join(lines) + "\n"
 
@@ -256,6 +357,7 @@ def compare_text(base: str | Path, others: list[str | Path]) -> str:
             c1 = next((c for c in r["corpora"] if c["name"] == name), None)
             if c1 is None:
                 continue
+            _check_same_context(base, c0, o, c1)
             d = c1["bits_per_char"] - c0["bits_per_char"]
             se = math.sqrt(
                 c0.get("bits_per_char_stderr", float("nan")) ** 2
@@ -267,3 +369,16 @@ def compare_text(base: str | Path, others: list[str | Path]) -> str:
                 f"{2 * se:.4f} | {sig} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _check_same_context(base: str | Path, c0: dict, other: str | Path, c1: dict) -> None:
+    """bits/char falls with more context: two runs compare only at the same character context
+    (results written before `context_chars` existed used token windows, see the module doc)."""
+    a = (c0.get("context_chars"), c0.get("stride_chars"))
+    b = (c1.get("context_chars"), c1.get("stride_chars"))
+    if a != b:
+        raise UserError(
+            f"{other}: {c1['name']} scored with context/stride {b[0]}/{b[1]} characters, {base} "
+            f"with {a[0]}/{a[1]} (None: token windows, an older langgraft); rerun both with the "
+            "same --context-chars and --stride-chars"
+        )

@@ -36,7 +36,7 @@ def per_char(model_dir: Path, texts: dict[str, str]) -> dict[str, float]:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     tok = load_tokenizer(model_dir)
     return {
-        k: evaluate_text(model, tok, [t], k, max_length=256, batch_size=8).nats_per_char
+        k: evaluate_text(model, tok, [t], k, max_length=256, batch_size=8).bits_per_char
         for k, t in texts.items()
     }
 
@@ -84,7 +84,7 @@ def test_three_stages_teach_chinese_and_keep_english(shared_data: Path, tmp_path
     before = per_char(model, held)
     assert main(["train", "--config", str(cfg)]) == 0
     after = per_char(tmp_path / "run" / "export" / "stage-2-replay", held)
-    print(f"held-out nats/char before {before} after {after}")
+    print(f"held-out bits/char before {before} after {after}")
     assert after["zh"] < 0.5 * before["zh"]
     assert after["en"] < 1.05 * before["en"]
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -15,26 +15,30 @@ from langgraft.eval import evaluate_text, read_corpus
 
 
 def test_text_loss_matches_hand_computation() -> None:
+    """The oracle scores token by token: each token behind BOS and every token that starts in
+    the 6 characters before its own character (stride 1: one character per window)."""
     docs = ["The cat sat on the mat.", "红楼梦是一部小说。"]
     tok, model = tokenizer(), tiny_model()
-    res = evaluate_text(model, tok, docs, max_length=6, batch_size=3)
-    nll, n_tok = 0.0, 0
+    res = evaluate_text(model, tok, docs, max_length=64, batch_size=3, context_chars=6,
+                        stride_chars=1)  # fmt: skip
+    nll, n_tok, n_win = 0.0, 0, 0
     for d in docs:
-        ids = tok(d, add_special_tokens=False)["input_ids"]
+        enc = tok(d, add_special_tokens=False, return_offsets_mapping=True)
+        ids, starts = enc["input_ids"], [a for a, _ in enc["offset_mapping"]]
         n_tok += len(ids)
-        for i in range(0, len(ids), 5):  # windows of max_length - 1 behind BOS
-            row = [1, *ids[i : i + 5]]
+        n_win += len(set(starts))  # stride 1: a window per character a token starts at
+        for j in range(len(ids)):
+            first = min(k for k in range(j + 1) if starts[k] >= starts[j] - 6)
+            row = [1, *ids[first : j + 1]]
             with torch.no_grad():
                 lp = torch.log_softmax(model(torch.tensor([row])).logits[0].float(), -1)
-            nll -= sum(lp[j - 1, row[j]].item() for j in range(1, len(row)))
+            nll -= lp[-2, row[-1]].item()
     assert res.tokens == n_tok and res.documents == 2
-    assert res.windows == sum(
-        -(-len(tok(d, add_special_tokens=False)["input_ids"]) // 5) for d in docs
-    )
+    assert res.windows == n_win
     assert res.nll == pytest.approx(nll, rel=1e-5)
     assert res.chars == sum(map(len, docs)) and res.bytes == sum(len(d.encode()) for d in docs)
     assert res.bits_per_byte == pytest.approx(nll / math.log(2) / res.bytes, rel=1e-5)
-    assert res.nats_per_char == pytest.approx(nll / res.chars, rel=1e-5)
+    assert res.bits_per_char == pytest.approx(nll / math.log(2) / res.chars, rel=1e-5)
     # A random model over a 32k vocabulary: about ln(32000) nats per token, no better.
     assert 0.7 * math.log(32000) < res.loss_per_token < 2.5 * math.log(32000)
 
@@ -42,7 +46,9 @@ def test_text_loss_matches_hand_computation() -> None:
 def test_window_clamped_to_model_context() -> None:
     doc = "word " * 3000  # ~3000 tokens; the tiny model's context is 2048
     res = evaluate_text(tiny_model(), tokenizer(), [doc], max_length=100_000)
-    assert res.max_length == 2048 and res.windows == 2
+    # the characters derived from the clamped length: 682 fit at 3 tokens each, half context
+    assert res.max_length == 2048 and (res.context_chars, res.stride_chars) == (341, 341)
+    assert res.windows == -(-15_000 // 341)
 
 
 def test_read_corpus_formats_and_limits(tmp_path: Path) -> None:
