@@ -12,6 +12,8 @@ paths see identical token ids; the shared prefix is found on those ids, never as
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -161,6 +163,53 @@ def _items_for_subject(
     return items, n_shots
 
 
+# Off a terminal (a log file, CI, nohup) there is no bar: a line this often says how far the run
+# is, and the first one, after the first subject, how long the whole run should take.
+PROGRESS_EVERY_S = 30.0
+
+
+class _Progress:
+    """Questions done, elapsed time and the time left, as log lines when stderr is not a
+    terminal (the tqdm bar covers a terminal)."""
+
+    def __init__(self, name: str, total: int) -> None:
+        self.name, self.total, self.done = name, total, 0
+        self.start = time.monotonic()
+        self.last: float | None = None
+        self.quiet = sys.stderr.isatty()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.quiet or self.done >= self.total:
+            return
+        if self.last is not None and now - self.last < PROGRESS_EVERY_S:
+            return
+        elapsed = now - self.start
+        left = elapsed / max(1, self.done) * (self.total - self.done)
+        what = "expected total" if self.last is None else "elapsed"
+        shown = elapsed + left if self.last is None else elapsed
+        log.info(
+            "%s: %s/%s questions (%.0f%%), %s %s, about %s left",
+            self.name,
+            f"{self.done:,}",
+            f"{self.total:,}",
+            100 * self.done / self.total,
+            what,
+            _duration(shown),
+            _duration(left),
+        )
+        self.last = now
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _requests(item: _Item, variant_ids: list[int], parts: tuple[str, ...]) -> list[Request]:
     """First request: the prompt, read at its end; then one per multi-token continuation."""
     last = len(item.ids) - 1
@@ -221,6 +270,8 @@ def evaluate_mc(model: Any, tokenizer: Any, task: Task, opts: McOptions | None =
     gen_budget = opts.max_new_tokens if "generate" in parts else 0
     records: list[dict] = []
     model.eval()
+    total = sum(len(s.questions[: opts.limit] if opts.limit else s.questions) for s in subjects)
+    progress = _Progress(task.name, total)
     for subject in tqdm(subjects, desc=f"{task.name}", unit="subject", disable=None):
         style = styles[subject.language]
         items, _ = _items_for_subject(tokenizer, subject, task, opts, style, max_len - gen_budget)
@@ -247,6 +298,7 @@ def evaluate_mc(model: Any, tokenizer: Any, task: Task, opts: McOptions | None =
                 got = scores[pos : pos + len(rs)]
                 pos += len(rs)
                 records.append(_record(subject, it, got, variants, parts, text, style))
+            progress.advance(len(group))
     records.sort(key=lambda r: (r["subject"], r["index"]))
     metrics = _metric_names(parts, opts)
     result = summarize(task, records, metrics)
