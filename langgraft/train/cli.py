@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
             close_distributed()
 
 
+_QUIET_RANK_WAIT_S = 60
+
+
 @contextlib.contextmanager
 def _one_voice() -> Any:
     """Refusals every rank of a node reaches alike (they read the same files): only local rank
@@ -54,6 +58,10 @@ def _one_voice() -> Any:
         yield
     except UserError:
         if local_rank() != 0:
+            # Exiting at once races local rank 0: torchrun stops every rank of the node when
+            # the first one exits, often before rank 0 has printed. Waiting lets rank 0 say it
+            # (torchrun then ends this process); the timeout covers a rank 0 that does not fail.
+            time.sleep(_QUIET_RANK_WAIT_S)
             raise SystemExit(UserError.exit_code) from None
         raise
 

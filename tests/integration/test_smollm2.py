@@ -207,7 +207,7 @@ def test_eval_text_heldout(tmp_path, smollm, smollm_zh, tok_zh, english_lines, c
     for name, model in [("base", smollm), ("zh", smollm_zh)]:
         out = tmp_path / f"eval-{name}"
         rc = main(["eval", "text", "--model", str(model), "--data", str(en), str(zh),
-                   "--max-length", "128", "--batch-size", "4", "--device", "cpu",
+                   "--max-length", "512", "--batch-size", "4", "--device", "cpu",
                    "--out", str(out)])  # fmt: skip
         assert rc == 0
         rows = json.loads((out / "text_results.json").read_text())["corpora"]
