@@ -115,7 +115,6 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
 
     with _one_voice():  # the same file on every rank: the same refusal, said once per node
         recipe = load_recipe(args.config, args.overrides)
-        _check_inputs_exist(recipe, str(args.config))
     # Every degree against the world size and the model's shape, before anything is loaded.
     if args.plan:  # memory planning only: config.json + the recipe, on the meta device
         from langgraft.distributed.plan import plan_report
@@ -124,6 +123,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         print(plan_report(recipe, parallel_dims(recipe, world, str(args.config)), args.gpu_memory))
         return 0
     with _one_voice():
+        _check_inputs_exist(recipe, str(args.config))  # --plan needs none of them
         dims = parallel_dims(recipe, world_size(), str(args.config))
     main = rank() == 0
     if not main:  # one voice: the other ranks only report problems
