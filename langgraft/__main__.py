@@ -126,6 +126,9 @@ def configure_threads(args: argparse.Namespace) -> int:
     the command functions, after this runs. Inter-op threads (torch.jit.fork) stay torch's: no
     command uses them, and an idle pool costs nothing."""
     n, source = chosen_threads(args, os.environ)
+    # Commands that start several processes at once (the demo's two trainings) keep their own
+    # measured split unless the user chose a count.
+    args.user_threads = None if source.startswith("default") else n
     os.environ["OMP_NUM_THREADS"] = str(n)
     os.environ["MKL_NUM_THREADS"] = str(n)
     os.environ.setdefault("RAYON_NUM_THREADS", str(n))

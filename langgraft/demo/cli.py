@@ -89,17 +89,18 @@ class DemoConfig:
     """Replace a previous demo (or other langgraft) output at --out."""
 
 
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig, threads: int | None = None) -> dict[str, Any]:
+    """The demo; `threads`: torch threads per training process (None: one each)."""
     from langgraft.fsutil import output_dir_in_place
 
     a = find_assets(cfg.assets, cfg.model)
     # In place, not in a scratch directory renamed at the end: the recipe, the run directories
     # and their recipe.json name paths under --out, which `langgraft train`/`report` read later.
     with output_dir_in_place(cfg.out, cfg.overwrite, a.values()):
-        return _run_demo(cfg, a, cfg.out)
+        return _run_demo(cfg, a, cfg.out, threads)
 
 
-def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path) -> dict[str, Any]:
+def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path, threads: int | None) -> dict:
     from langgraft.demo.report import bits, demo_sections, targets, training_parts
     from langgraft.report.build import ReportInputs, write_report
 
@@ -133,7 +134,7 @@ def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path) -> dict[str, Any]:
         run, control = out / "run", out / "run-no-replay"
         jobs = {"run": (recipe, out / "recipe.yaml"),
                 "run-no-replay": (no_replay_recipe(recipe, control), out / "recipe-no-replay.yaml")}  # fmt: skip
-        train_together(jobs, out, timeout=3600)
+        train_together(jobs, out, timeout=3600, threads=threads)
         warmups = [r / "export" / "stage-0-embeddings" for r in (run, control)]
         if not same_weights(*warmups):
             raise UserError(f"{' and '.join(map(str, warmups))} differ: the control is not valid")
@@ -182,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()  # "sequence longer than..." is expected
     logging.getLogger("langgraft").setLevel(logging.WARNING)
-    summary = run_demo(from_namespace(DemoConfig, args))
+    # --threads / $OMP_NUM_THREADS also set each training process's threads (__main__)
+    summary = run_demo(from_namespace(DemoConfig, args), getattr(args, "user_threads", None))
     f = summary["bits_per_char"]
     print("\nheld-out bits per character (imported -> trained; no replay):")
     for corpus, v in f.items():

@@ -1,0 +1,69 @@
+"""The demo's two training processes run one torch thread each unless the user chose a count
+(--threads, then $OMP_NUM_THREADS, as every command): the user's choice reaches them. Checked
+on the environment each process is started with; nothing is trained."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import langgraft.demo.cli as demo_cli
+from langgraft.__main__ import main
+from langgraft.demo.recipe import train_together
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS", "OMP_WAIT_POLICY")
+
+
+@pytest.mark.parametrize(
+    ("flags", "omp", "want"),
+    [
+        (["--threads", "3"], "2", 3),  # the flag wins, as for every command
+        ([], "2", 2),  # the environment
+        ([], None, None),  # nobody chose: the demo's own split (one thread per training)
+    ],
+)
+def test_demo_passes_the_users_threads(flags, omp, want, monkeypatch, tmp_path) -> None:
+    import torch
+
+    for k in THREAD_VARS:  # main() sets these in this process: restored after the test
+        monkeypatch.delenv(k, raising=False)
+    if omp is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    seen = {}
+
+    def fake_run_demo(cfg, threads=None):
+        seen["threads"] = threads
+        return {"bits_per_char": {}, "total_seconds": 0.0}
+
+    monkeypatch.setattr(demo_cli, "run_demo", fake_run_demo)
+    before = torch.get_num_threads()
+    try:
+        assert main([*flags, "demo", "--quick", "--out", str(tmp_path / "d")]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"threads": want}
+
+
+class FakePopen:
+    envs: list[dict] = []
+
+    def __init__(self, argv, env, stdout=None, stderr=None):
+        FakePopen.envs.append(env)
+        self.returncode = 0
+
+    def poll(self):
+        return 0
+
+
+@pytest.mark.parametrize(("threads", "want"), [(None, "1"), (1, "1"), (3, "3")])
+def test_each_training_process_gets_the_threads(threads, want, monkeypatch, tmp_path: Path):
+    FakePopen.envs = []
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the demo process's own count is not inherited
+    jobs = {"run": ({"a": 1}, tmp_path / "a.yaml"), "control": ({"b": 2}, tmp_path / "b.yaml")}
+    train_together(jobs, tmp_path, timeout=10, threads=threads)
+    assert len(FakePopen.envs) == 2
+    for env in FakePopen.envs:
+        assert env["OMP_NUM_THREADS"] == want and env["MKL_NUM_THREADS"] == want
