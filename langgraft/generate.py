@@ -39,6 +39,7 @@ from langgraft.decoding import (
 )
 from langgraft.errors import UserError
 from langgraft.fsutil import atomic_output_file, check_output
+from langgraft.jsonio import parse_json
 
 # The shared decoding code lives in langgraft.decoding; these names stay importable from here.
 __all__ = [
@@ -106,12 +107,7 @@ def read_prompts(opts: GenerateOptions) -> list[str]:
             if str(path).endswith(".jsonl"):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-                except RecursionError:
-                    raise UserError(f"{path}:{n}: JSON nested too deeply") from None
+                obj = parse_json(line, path, n)
                 text = obj.get("prompt") if isinstance(obj, dict) else obj
                 if not isinstance(text, str):
                     raise UserError(f'{path}:{n}: expected {{"prompt": "..."}} or a JSON string')

@@ -229,7 +229,7 @@ def find_template_name(model_dir: str | Path, dataset_dir: str | Path | None = N
     """The template a model was tuned with: `chat_template` in the model's langgraft.json (what
     the trainer writes into every export of a run on `prepare chat` data), else the
     template recorded in a `prepare chat` dataset's manifest.json; None if neither says."""
-    from langgraft.model.checks import read_json_object
+    from langgraft.jsonio import read_json_object
     from langgraft.model.meta import read_meta
 
     name = read_meta(model_dir).get("chat_template")

@@ -4,14 +4,13 @@ that every task adapter shares (CSV / JSON / JSON lines), whose errors name the 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langgraft.errors import UserError
-from langgraft.fsutil import not_utf8, read_utf8
+from langgraft.fsutil import not_utf8
 
 LETTERS = "ABCD"
 
@@ -132,47 +131,6 @@ def read_csv_rows(path: Path, header: list[str] | None) -> Iterator[tuple[int, l
             raise UserError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
         except UnicodeDecodeError:
             raise not_utf8(path, "data file") from None
-
-
-def read_json(path: Path) -> Any:
-    """Any JSON value from a file (an eval file may hold a list); a missing, unreadable or
-    non-UTF-8 file is reported by `read_utf8`, bad JSON names the line."""
-    text = read_utf8(path, "data file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    except RecursionError:
-        raise UserError(f"{path}: JSON nested too deeply to read") from None
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        f = path.open("rb")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    with f:
-        # Bytes, decoded line by line: a text-mode file decodes ahead in blocks, so a bad byte
-        # on line 2 surfaced while line 1 was read, and was named as line 1.
-        for line_no, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(
-                    f"{path}:{line_no}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
-                    f"{e.start + 1})"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
-            except RecursionError:
-                raise UserError(f"{path}:{line_no}: JSON nested too deeply to read") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{line_no}: expected a JSON object per line")
-            yield line_no, obj
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -33,8 +33,8 @@ from typing import Any
 from tqdm import tqdm
 
 from langgraft.errors import UserError
-from langgraft.eval.data import read_jsonl
 from langgraft.fsutil import not_utf8
+from langgraft.jsonio import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def read_corpus(
         raise UserError(f"--max-chars {max_chars}: must be >= 0 (0: all)")
     if p.suffix == ".jsonl":
         docs = []
-        for line, row in read_jsonl(p):
+        for line, row in iter_jsonl(p):
             if not isinstance(row.get(text_key), str):
                 raise UserError(f"{p}:{line}: no string field {text_key!r}; set --text-key")
             _check_encodable(row[text_key], f"{p}:{line}")

@@ -11,12 +11,12 @@ log a warning.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from langgraft.errors import UserError
+from langgraft.jsonio import read_json_object
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -27,22 +27,6 @@ WEIGHT_FILES = (
 # Buffers that older checkpoints saved and transformers now recomputes.
 _IGNORED = re.compile(r"(^|\.)rotary_emb\.inv_freq$|\.masked_bias$|\.attn\.bias$")
 _LAYER = re.compile(r"\blayers\.(\d+)\.")
-
-
-def read_json_object(path: Path, what: str = "file") -> dict[str, Any]:
-    """A JSON object from a file; any other content is a UserError naming the file and line."""
-    from langgraft.fsutil import read_utf8
-
-    text = read_utf8(path, what)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
-    except RecursionError:
-        raise UserError(f"{path}: JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object, got a JSON {type(data).__name__}")
-    return data
 
 
 def read_model_config(

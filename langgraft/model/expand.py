@@ -85,7 +85,7 @@ class ExpandPlan:
 def _weight_files(model_dir: Path) -> tuple[list[str], dict[str, Any] | None]:
     index_path = model_dir / "model.safetensors.index.json"
     if index_path.is_file():
-        from langgraft.model.checks import read_json_object
+        from langgraft.jsonio import read_json_object
 
         index = read_json_object(index_path, "index")
         if not isinstance(index.get("weight_map"), dict):

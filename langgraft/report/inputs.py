@@ -8,13 +8,13 @@ text_results.json or results.json one directory down is found too (`eval text --
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langgraft.errors import UserError
+from langgraft.jsonio import iter_jsonl, read_json
 
 
 @dataclass
@@ -55,26 +55,8 @@ class EvalData:
         return None if r is None else r["nats_per_char"] / math.log(2)
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{n}: expected a JSON object")
-        rows.append(row)
-    return rows
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [row for _, row in iter_jsonl(path)]
 
 
 def load_run(path: Path) -> RunData:
@@ -82,7 +64,7 @@ def load_run(path: Path) -> RunData:
     mf = path / "metrics.jsonl"
     if not mf.is_file():
         raise UserError(f"{path}: no metrics.jsonl; give a `langgraft train` run directory")
-    rows = read_jsonl(mf)
+    rows = _rows(mf)
     for n, r in enumerate(rows, 1):
         if not isinstance(r.get("step"), int) or not isinstance(r.get("stage"), int):
             raise UserError(
@@ -92,8 +74,8 @@ def load_run(path: Path) -> RunData:
     if not train:
         raise UserError(f"{mf}: no training rows (with a loss) to report")
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
-    recipe = _json(path / "recipe.json") if (path / "recipe.json").is_file() else None
-    summary = _json(path / "summary.json") if (path / "summary.json").is_file() else None
+    recipe = read_json(path / "recipe.json") if (path / "recipe.json").is_file() else None
+    summary = read_json(path / "summary.json") if (path / "summary.json").is_file() else None
     run = RunData(path, train, evals, recipe, summary)
     if recipe:
         paths = [d["path"] for s in recipe.get("stages", []) for d in s.get("data", [])]
@@ -101,7 +83,7 @@ def load_run(path: Path) -> RunData:
         for p in dict.fromkeys(paths):
             m = Path(p) / "manifest.json"
             if m.is_file():
-                run.manifests[p] = _json(m)
+                run.manifests[p] = read_json(m)
     return run
 
 
@@ -125,18 +107,18 @@ def load_eval(name: str, path: Path) -> EvalData:
         raise UserError(f"{path}: no such evaluation directory")
     ev = EvalData(name, path)
     for f in _find(path, "text_results.json"):
-        for r in _json(f).get("corpora", []):
+        for r in read_json(f).get("corpora", []):
             ev.text[r["name"]] = r
     for f in _find(path, "results.json"):
-        r = _json(f)
+        r = read_json(f)
         if isinstance(r, dict) and "task" in r and "overall" in r:
             ev.mc[r["task"]] = r
             if (f.parent / "predictions.jsonl").is_file():
                 ev.answer_counts[r["task"]] = _answer_counts(
-                    read_jsonl(f.parent / "predictions.jsonl")
+                    _rows(f.parent / "predictions.jsonl")
                 )
     for f in _find(path, "generations.jsonl"):
-        ev.generations += read_jsonl(f)
+        ev.generations += _rows(f)
     if not (ev.text or ev.mc or ev.generations):
         raise UserError(
             f"{path}: no text_results.json, results.json or generations.jsonl; give a directory "
@@ -152,7 +134,7 @@ def load_tokenizer_report(path: Path | None) -> list[dict[str, Any]]:
     p = p / "report.json" if p.is_dir() else p
     if not p.is_file():
         raise UserError(f"{p}: no such tokenizer report (from `langgraft tokenizer report --out`)")
-    rows = _json(p)
+    rows = read_json(p)
     if not isinstance(rows, list) or not all("tokens_per_char" in r for r in rows):
         raise UserError(f"{p}: not a `langgraft tokenizer report` report.json")
     return rows

@@ -15,7 +15,6 @@ value, e.g. chinese-poetry's `paragraphs`), and word-frequency lists.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import re
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraft.errors import UserError
+from langgraft.jsonio import parse_json
 from langgraft.tokenizer.spmodel import NORMAL, ModelProto, load_proto
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,7 @@ def looks_like_freq_list(path: Path) -> bool:
 
 
 def _json_line(path: Path, n: int, line: str) -> Any:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
-    except RecursionError:
-        raise UserError(f"{path}:{n}: JSON nested too deeply") from None
+    row = parse_json(line, path, n)
     if "\\u" in line:  # only an escape can produce a lone surrogate
         check_unicode(row, f"{path}:{n}")
     return row

@@ -13,13 +13,13 @@ memory-mapped shard, no Python loop over rows), about the cost of reading the da
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from langgraft import jsonio
 from langgraft.errors import UserError
 
 _LIST_COLUMNS = ("input_ids", "labels", "doc_lens")
@@ -28,20 +28,9 @@ _REPREPARE = "re-run `langgraft prepare`"
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """A JSON object read from `path`; anything else is one line naming the file (and line)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing; is this `langgraft prepare` output?") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 (byte offset {e.start}); {_REPREPARE}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(
-            f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno}); the {what} is "
-            f"damaged: {_REPREPARE}"
-        ) from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}; {_REPREPARE}")
-    return data
+    if not path.is_file():
+        raise UserError(f"{path}: missing; is this `langgraft prepare` output?")
+    return jsonio.read_json_object(path, what, f"; the {what} is damaged: {_REPREPARE}")
 
 
 def _count(value: Any, where: str) -> int:

@@ -198,7 +198,7 @@ def _expand(ws: Path, a: dict, model: Path, tok: Path | None = None) -> list[str
 def me_config_not_json(ws: Path, a: dict) -> tuple[list[str], str]:
     m = model_copy(ws, a)
     (m / "config.json").write_text('{"hidden_size": 64,\n  oops}')
-    return _expand(ws, a, m), "model/config.json:2: not valid JSON"
+    return _expand(ws, a, m), "model/config.json:2: invalid JSON"
 
 
 def me_config_array(ws: Path, a: dict) -> tuple[list[str], str]:
@@ -383,20 +383,20 @@ def g_generation_config_broken(ws: Path, a: dict) -> tuple[list[str], str]:
     """transformers ignores a broken generation_config.json (and its stop ids) silently."""
     m = model_copy(ws, a)
     (m / "generation_config.json").write_text("{broken")
-    return _gen(m, "--prompt", "Lily"), "model/generation_config.json:1: not valid JSON"
+    return _gen(m, "--prompt", "Lily"), "model/generation_config.json:1: invalid JSON"
 
 
 def g_tokenizer_config_broken(ws: Path, a: dict) -> tuple[list[str], str]:
     m = model_copy(ws, a)
     (m / "tokenizer_config.json").write_text("{broken")
-    return _gen(m, "--prompt", "Lily"), "model/tokenizer_config.json:1: not valid JSON"
+    return _gen(m, "--prompt", "Lily"), "model/tokenizer_config.json:1: invalid JSON"
 
 
 def me_index_broken(ws: Path, a: dict) -> tuple[list[str], str]:
     m = model_copy(ws, a)
     (m / "model.safetensors").rename(m / "model-00001-of-00001.safetensors")
     (m / "model.safetensors.index.json").write_text("{oops")
-    return _expand(ws, a, m), "model/model.safetensors.index.json:1: not valid JSON"
+    return _expand(ws, a, m), "model/model.safetensors.index.json:1: invalid JSON"
 
 
 def c_meta_not_utf8(ws: Path, a: dict) -> tuple[list[str], str]:

@@ -111,7 +111,7 @@ def empty_shard(data: Path) -> str:
 def manifest_not_json(data: Path) -> str:
     text = (data / "manifest.json").read_text()
     (data / "manifest.json").write_text(text[: len(text) // 2])
-    return f"{data / 'manifest.json'}:{{LINE}}: not valid JSON"
+    return f"{data / 'manifest.json'}:{{LINE}}: invalid JSON"
 
 
 def manifest_without_buckets(data: Path) -> str:
@@ -131,7 +131,7 @@ def manifest_token_count_lies(data: Path) -> str:
 
 def state_not_json(data: Path) -> str:
     (data / "bucket_00" / "state.json").write_text('{"_data_files": [')
-    return f"{data / 'bucket_00' / 'state.json'}:1: not valid JSON"
+    return f"{data / 'bucket_00' / 'state.json'}:1: invalid JSON"
 
 
 def column_of_the_wrong_type(data: Path) -> str:

@@ -51,11 +51,11 @@ def test_non_utf8_csv_and_txt_name_the_line(tmp_path: Path) -> None:
 
 
 def test_read_jsonl_names_the_line_of_the_bad_byte(tmp_path: Path) -> None:
-    from langgraft.eval.data import read_jsonl
+    from langgraft.jsonio import iter_jsonl
 
     p = tmp_path / "x.jsonl"
     p.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')
-    rows = read_jsonl(p)
+    rows = iter_jsonl(p)
     with pytest.raises(UserError, match=r"x\.jsonl:2: not UTF-8 text"):
         list(rows)
 

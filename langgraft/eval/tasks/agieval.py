@@ -29,8 +29,8 @@ from langgraft.eval.data import (
     Task,
     check_scorable,
     clean,
-    read_jsonl,
 )
+from langgraft.jsonio import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def read_subset(path: Path, name: str) -> Subject:
         categories=("English" if lang == "en" else "Chinese",),
         language=lang,
     )
-    for line, row in read_jsonl(path):
+    for line, row in iter_jsonl(path):
         where = f"{path}:{line}"
         q = parse_row(row, where)
         if q is None:

@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.eval.data import LETTERS, MCQuestion, Subject, Task, check_scorable, read_json
+from langgraft.eval.data import LETTERS, MCQuestion, Subject, Task, check_scorable
+from langgraft.jsonio import read_json
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def skip_reason(answer: object) -> str | None:
 def read_subject(path: Path, name: str) -> Subject:
     display, category, _ = SINGLE_CHOICE[name]
     subject = Subject(name=name, display=display, categories=(category,), language="zh")
-    data = read_json(path)
+    data = read_json(path, "data file")
     if not isinstance(data, dict) or not isinstance(data.get("example"), list):
         raise UserError(f"{path}: expected {{'example': [...]}}; is this a GAOKAO-Bench file?")
     for i, row in enumerate(data["example"]):
