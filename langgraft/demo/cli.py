@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,8 @@ def _run_demo(cfg: DemoConfig, a: dict[str, Path], out: Path, threads: int | Non
         "scale": s.__dict__, "self_replay": replay, "tokenizer": tok["summary"],
         "logit_check": expanded["logit_check"], "bits_per_char": figures,
         "timeline": clock.rows, "total_seconds": time.time() - clock.t0,
+        "threads": {"demo": int(os.environ.get("OMP_NUM_THREADS") or 0) or None,
+                    "training": threads or 1},
     }  # fmt: skip
     with clock.step("report", "write report.md and report.html") as n:
         inputs = ReportInputs(

@@ -57,10 +57,12 @@ class Timeline:
         start, cpu = time.time(), _cpu_seconds()
         yield note
         wall, cpu = time.time() - start, _cpu_seconds() - cpu
-        self.rows.append(
-            {"name": name, "start": start - self.t0, "seconds": wall, "cpu_seconds": cpu}
-        )
-        print(f"      {note.get('done', 'done')} ({wall:.1f} s, CPU {cpu:.1f} s)", flush=True)
+        # Wall time means little on a shared machine without the load it ran at (issue 22).
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        self.rows.append({"name": name, "start": start - self.t0, "seconds": wall,
+                          "cpu_seconds": cpu, "load_1min": load})  # fmt: skip
+        at = f", load {load:.1f}" if load is not None else ""
+        print(f"      {note.get('done', 'done')} ({wall:.1f} s, CPU {cpu:.1f} s{at})", flush=True)
 
 
 def find_assets(root: Path, model: Path | None = None) -> dict[str, Path]:

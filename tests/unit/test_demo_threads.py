@@ -67,3 +67,25 @@ def test_each_training_process_gets_the_threads(threads, want, monkeypatch, tmp_
     assert len(FakePopen.envs) == 2
     for env in FakePopen.envs:
         assert env["OMP_NUM_THREADS"] == want and env["MKL_NUM_THREADS"] == want
+
+
+def test_time_target_states_the_load_and_threads() -> None:
+    """A wall time on a shared machine says the load it ran at (issue 22): each step's row keeps
+    the 1-min load average at its end, and the time target names their range and the threads."""
+    from langgraft.demo.report import targets
+    from langgraft.demo.steps import Timeline
+
+    clock = Timeline(1)
+    with clock.step("split", "nothing"):
+        pass
+    assert isinstance(clock.rows[0]["load_1min"], float)
+    f = {"imported": 10.0, "trained": 1.0, "no-replay": 1.0, "expanded": 10.0}
+    summary = {
+        "quick": True, "total_seconds": 60.0, "threads": {"demo": 1, "training": 1},
+        "bits_per_char": {"zh-modern": f, "zh-classical": f, "en-original": f},
+        "timeline": [dict(clock.rows[0], load_1min=2.4), dict(clock.rows[0], load_1min=3.1)],
+    }  # fmt: skip
+    row = targets(summary)[-1]
+    assert row["target"] == "total under 2 minutes" and row["met"] is True
+    assert "load 2.4-3.1" in row["measured"]
+    assert "1 thread(s) per training process" in row["measured"]
