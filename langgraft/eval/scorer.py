@@ -6,9 +6,12 @@ tokens of a continuation). Two execution paths give the same numbers:
 
 - naive: one forward pass per request over its whole sequence;
 - shared prefix: the tokens all requests of a group start with (header + few-shot examples, often
-  90% of a prompt) are run once; the resulting KV cache is expanded to the batch and the question
-  suffixes are batched behind it. Suffixes are right-padded, so with causal attention no real token
-  ever sees a pad and no attention mask is needed.
+  90% of a prompt) are run once, and the question suffixes are batched behind its keys/values.
+  Suffixes are right-padded, so with causal attention no real token ever sees a pad. On a CPU
+  (LLaMA models) the suffix attention is split in two exact parts merged by their log-sum-exp
+  (`prefix_attention`): every suffix query of the batch against the one shared prefix copy, with
+  no mask, and the suffix against itself with `is_causal`. Elsewhere the prefix cache is expanded
+  to the batch and attended with an explicit mask (`DynamicCache`).
 
 Logits are only computed at the read positions (`logits_to_keep`), never for the whole sequence,
 in both paths: a 32k-vocab projection of every prompt position would dominate CPU time.
@@ -135,14 +138,136 @@ def _length_batches(
     return batches
 
 
-def score_shared_prefix(
-    model: Any, requests: list[Request], batch_size: int | None = 16
-) -> list[list[Any]]:
-    """Run the common prefix once, then the suffixes in batches behind a copy of its KV cache."""
+# The attention implementation name `prefix_attention` is registered under (transformers'
+# AttentionInterface); the model's own one is put back after each group.
+PREFIX_ATTENTION = "langgraft_prefix"
+
+
+def prefix_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    langgraft_prefix: list[tuple[Any, Any]] | None = None,
+    langgraft_reads: Any = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """Attention of a batch of suffixes (query/key/value: rows x heads x suffix x head_dim) over
+    the shared prefix's keys/values (1 x kv heads x prefix x head_dim) and their own causal past.
+
+    Exact split of one softmax over [prefix, suffix] keys: each part returns its output and the
+    log-sum-exp of its scores, and the outputs are mixed by exp(lse_part - lse_all). The prefix
+    part folds rows and query heads of a kv head into one long query (no copy of the prefix per
+    row, no mask). In the last layer only the positions read (`langgraft_reads`, rows x reads)
+    are computed: nothing after that layer mixes positions, so the others' outputs (zero) are
+    never read; that skips a layer's worth of attention."""
     import torch
+
+    if (
+        attention_mask is not None
+        or dropout
+        or kwargs.get("sliding_window")
+        or kwargs.get("softcap")
+    ):
+        raise ValueError(
+            "prefix_attention: masks, dropout, sliding windows and softcap unsupported"
+        )
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    pk, pv = langgraft_prefix[module.layer_idx]
+    b, h, s, d = query.shape
+    hk = key.shape[1]
+    g = h // hk
+    if g > 1:  # the suffix keys are small (rows x suffix); repeating them costs little
+        key = key.repeat_interleave(g, dim=1)
+        value = value.repeat_interleave(g, dim=1)
+    last = module.layer_idx == len(langgraft_prefix) - 1 and langgraft_reads is not None
+    if last:
+        n = langgraft_reads.shape[1]
+        query = query.gather(2, langgraft_reads[:, None, :, None].expand(b, h, n, d))
+        # Key j is visible to a read at position q when j <= q (the causal rule, per row).
+        hidden = torch.arange(s, device=query.device)[None, None, :] > langgraft_reads[:, :, None]
+        mask = torch.zeros(b, 1, n, s, dtype=query.dtype, device=query.device)
+        mask.masked_fill_(hidden[:, None], float("-inf"))
+        out_s, lse_s = flash(query, key, value, 0.0, False, attn_mask=mask, scale=scaling)[:2]
+    else:
+        n = s
+        out_s, lse_s = flash(query, key, value, 0.0, True, attn_mask=None, scale=scaling)[:2]
+    q_pre = query.reshape(b, hk, g, n, d).transpose(0, 1).reshape(1, hk, b * g * n, d)
+    out_p, lse_p = flash(q_pre, pk, pv, 0.0, False, attn_mask=None, scale=scaling)[:2]
+    out_p = out_p.reshape(hk, b, g, n, d).transpose(0, 1).reshape(b, h, n, d)
+    lse_p = lse_p.reshape(hk, b, g, n).transpose(0, 1).reshape(b, h, n)
+    # Weight of the suffix part: exp(lse_s) / (exp(lse_s) + exp(lse_p)), in float64 so that the
+    # merge adds no rounding of its own to the kernels'.
+    w = torch.sigmoid(lse_s.double() - lse_p.double())[..., None]
+    out = (out_p.double() + (out_s.double() - out_p.double()) * w).to(query.dtype)
+    if last:
+        full = torch.zeros(b, h, s, d, dtype=out.dtype, device=out.device)
+        out = full.scatter_(2, langgraft_reads[:, None, :, None].expand(b, h, n, d), out)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _split_attention_ok(model: Any) -> bool:
+    """The split path needs the CPU kernel (it returns the log-sum-exp) and LLaMA's plain
+    attention (no sliding window, softcap or attention sinks that it would ignore)."""
+    device = getattr(model.device, "type", str(model.device))
+    return device == "cpu" and getattr(model.config, "model_type", None) == "llama"
+
+
+class _AttentionSwap:
+    """Run the model with `prefix_attention`, then give back its own implementation."""
+
+    def __init__(self, model: Any) -> None:
+        self.config, self.saved = model.config, model.config._attn_implementation
+
+    def __enter__(self) -> None:
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(PREFIX_ATTENTION, prefix_attention)
+        self.config._attn_implementation = PREFIX_ATTENTION
+
+    def __exit__(self, *exc: Any) -> None:
+        self.config._attn_implementation = self.saved
+
+
+def _suffix_forward(model: Any, ids: Any, keep: Any, p: int, prefix_kv: list, split: bool) -> Any:
+    """Logits at `keep` of right-padded suffixes `ids` that follow the `p` prefix tokens."""
+    import torch
+
+    if not prefix_kv:
+        return model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits
+    if split:
+        positions = torch.arange(p, p + ids.shape[1], device=ids.device)[None]
+        with _AttentionSwap(model):
+            return model(
+                input_ids=ids,
+                position_ids=positions,
+                use_cache=False,
+                logits_to_keep=keep,
+                langgraft_prefix=prefix_kv,
+                langgraft_reads=keep,
+            ).logits
     from transformers import DynamicCache
 
+    b = ids.shape[0]
+    cache = DynamicCache(
+        ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix_kv],
+        config=model.config,
+    )
+    return model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=keep).logits
+
+
+def score_shared_prefix(
+    model: Any, requests: list[Request], batch_size: int | None = 16, split: bool | None = None
+) -> list[list[Any]]:
+    """Run the common prefix once, then the suffixes in batches behind its keys/values
+    (`split`: by `prefix_attention`; default: where it applies, see `_split_attention_ok`)."""
+    import torch
+
     device = model.device
+    split = _split_attention_ok(model) if split is None else split
     p = shared_prefix_len(requests)
     prefix_kv: list[tuple[Any, Any]] = []
     with torch.inference_mode():
@@ -165,21 +290,7 @@ def score_shared_prefix(
                 ids[row, : len(suffix)] = torch.tensor(suffix)
                 pos = [q - p for q, _ in r.reads]
                 keep[row] = torch.tensor(pos + pos[-1:] * (n_reads - len(pos)))
-            cache = None
-            if prefix_kv:
-                b = len(batch)
-                cache = DynamicCache(
-                    ddp_cache_data=[
-                        (k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix_kv
-                    ],
-                    config=model.config,
-                )
-            logits = model(
-                input_ids=ids.to(device),
-                cache=cache,
-                use_cache=cache is not None,
-                logits_to_keep=keep.to(device),
-            ).logits
+            logits = _suffix_forward(model, ids.to(device), keep.to(device), p, prefix_kv, split)
             logp = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, j in enumerate(idx):
                 results[order[j]] = _gather(logp[row], requests[order[j]].reads)
