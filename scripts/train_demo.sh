@@ -3,7 +3,8 @@
 # imported, its tokenizer expanded with Chinese pieces learned from Hongloumeng, its embeddings
 # expanded, Chinese + English data prepared (90% train / 10% held out), and the three stages of
 # recipes/demo-stories260k.yaml run (embeddings-only warm-up, Chinese injection, zh+en replay).
-# Held-out loss per character is measured before and after with `langgraft eval text`.
+# Held-out bits per character are measured before and after with `langgraft eval text` (figures:
+# docs/train.md, "Measured figures").
 #   scripts/train_demo.sh                      # outputs in out/demo (git-ignored)
 #   LANGGRAFT_DEMO_EXPAND=0 scripts/train_demo.sh   # skip vocabulary expansion (byte fallback)
 set -euo pipefail
