@@ -1,6 +1,6 @@
 """Done-when, scaled to CI: the real stories260K (llama2.c, English TinyStories) learns Chinese
 through the three stages (embeddings-only warm-up, Chinese injection, zh + en replay) on CPU.
-Held-out Hongloumeng loss per character must fall well below the starting model's while held-out
+Held-out Hongloumeng bits per character must fall well below the starting model's while held-out
 English stays within a few percent. The chain is the real one: `model import-llama2c`, then
 `tokenizer expand` (Chinese characters learned from the training part of Hongloumeng) and `model
 expand` (sub-token-mean rows), `prepare`, `train`. scripts/train_demo.sh is the full-size version
@@ -85,6 +85,8 @@ def test_three_stages_teach_chinese_and_keep_english(shared_data: Path, tmp_path
     assert main(["train", "--config", str(cfg)]) == 0
     after = per_char(tmp_path / "run" / "export" / "stage-2-replay", held)
     print(f"held-out bits/char before {before} after {after}")
+    # 2026-12-07, eval text's overlapping character windows: zh 40.73 -> 8.66 (0.21x), en 4.239
+    # -> 3.139 (0.74x); the bounds keep their meaning under the new windows (docs/train.md)
     assert after["zh"] < 0.5 * before["zh"]
     assert after["en"] < 1.05 * before["en"]
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
