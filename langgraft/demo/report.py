@@ -38,10 +38,10 @@ def bits(eval_dir: Path, corpus: str) -> float:
 
 
 def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, measured. The time target holds without another CPU-bound job, not
+    """The issue's targets, measured. The time target holds without another CPU-bound job and
     beside one (2026-12-07, 2 cores, one thread per process; docs/demo.md): full 5.0 min wall
-    at load 1.6-3.4; beside a busy loop (and another job's benchmark) 12.1 min wall, 8.9
-    CPU-min, load 1.4-5.1; --quick beside a busy loop 3.0 min."""
+    at load 1.6-3.4, 7.0 min beside a busy loop (load 0.8-2.9); 12.1 min beside a busy loop and
+    another job's benchmark (load up to 5.1); --quick beside a busy loop 3.0 min."""
     f, limit = summary["bits_per_char"], 2 if summary["quick"] else 10
     rows = []
     for c in ("zh-modern", "zh-classical"):
