@@ -83,6 +83,10 @@ def test_under_torchrun_only_local_rank_0_prints_the_refusal(local_rank, printed
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", local_rank)
     monkeypatch.setenv("LOCAL_RANK", local_rank)
+    import langgraft.train.cli as train_cli
+
+    waits: list[float] = []  # a quiet rank waits for torchrun to end it after rank 0 printed
+    monkeypatch.setattr(train_cli.time, "sleep", waits.append)
     try:
         rc = main(["train", "--config", str(cfg)])
     except SystemExit as e:
@@ -90,5 +94,6 @@ def test_under_torchrun_only_local_rank_0_prints_the_refusal(local_rank, printed
     assert rc == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == printed, lines
+    assert waits == ([] if printed else [train_cli._QUIET_RANK_WAIT_S])
     assert all("tp: 2 needs plugin: 3d" in ln for ln in lines)
     assert not (tmp_path / "run").exists()
