@@ -145,7 +145,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # not fit input_ids) is refused here, before the model is loaded or out/ is touched.
     vocab_rows = int(read_model_config(recipe.model, remote_code_flag=False).get("vocab_size", 0))
     with _one_voice():
-        check_recipe_data(recipe, vocab_rows, str(args.config))
+        datasets = check_recipe_data(recipe, vocab_rows, str(args.config))
     # Per data-parallel rank RNG streams (NEFTune noise differs across dp ranks but must be the
     # same on the tp ranks of one group, whose activations are replicated); the data order does
     # not use them (data.py seeds its own generators).
@@ -172,7 +172,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     trainer = Trainer(
         recipe, model, tokenizer, tokenizer_identity(tokenizer, tok_path), device,
         pad_token_id(tokenizer),
-        max_length, where=str(args.config), dims=dims,
+        max_length, where=str(args.config), dims=dims, datasets=datasets,
     )  # fmt: skip
     if args.dry_run:
         if not main:

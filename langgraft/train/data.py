@@ -145,22 +145,26 @@ class PreparedDataset:
             )
 
 
-def check_recipe_data(recipe: Any, vocab_rows: int, where: str = "recipe") -> None:
+def check_recipe_data(
+    recipe: Any, vocab_rows: int, where: str = "recipe"
+) -> dict[str, PreparedDataset]:
     """Open and check every prepared dataset of the recipe (stages and eval) and its token ids
     against the model's `vocab_rows` embedding rows: run before the model is loaded and the run
-    directory is claimed, so damaged or lying data costs seconds and leaves nothing behind."""
+    directory is claimed, so damaged or lying data costs seconds and leaves nothing behind.
+    Returns the opened datasets by path, for the trainer (so no shard is read twice)."""
     places = [(f"stages[{i}].data[{j}].path", d.path)
               for i, s in enumerate(recipe.stages) for j, d in enumerate(s.data)]  # fmt: skip
     places += [(f"eval.data[{k}]", p) for k, p in enumerate(recipe.eval.data)]
-    seen: set[str] = set()
+    opened: dict[str, PreparedDataset] = {}
     for key, path in places:
-        if str(path) in seen:
+        if str(path) in opened:
             continue
-        seen.add(str(path))
         try:
-            PreparedDataset(path).check_vocabulary(vocab_rows)
+            opened[str(path)] = PreparedDataset(path)
+            opened[str(path)].check_vocabulary(vocab_rows)
         except UserError as e:
             raise UserError(f"{where}: {key}: {e}") from None
+    return opened
 
 
 def tokenizer_identity(tokenizer: Any, path: str | Path) -> dict[str, str]:

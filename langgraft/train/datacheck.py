@@ -164,24 +164,14 @@ def check_batch(path: Path, batch: Any, first: int, max_length: int) -> ShardSta
     return stats
 
 
-# Shards already checked in this process, by (path, size, mtime, first row, max_length): `train`
-# opens its datasets twice (the up-front check in train/cli.py, then the trainer), and the
-# second open should not pay for the pass over the values again.
-_CHECKED: dict[tuple[str, int, int, int, int], ShardStats] = {}
-
-
 def checked_shard(path: Path, first: int, max_length: int) -> tuple[list[Any], ShardStats]:
     """The non-empty record batches of one shard whose first row is row `first` of its bucket,
     and what `check_batch` found in them."""
     batches = [b for b in read_shard(path) if b.num_rows]
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, first, max_length)
-    if key not in _CHECKED:
-        stats = ShardStats()
-        for b in batches:
-            stats.add(check_batch(path, b, first + stats.rows, max_length))
-        _CHECKED[key] = stats
-    return batches, _CHECKED[key]
+    stats = ShardStats()
+    for b in batches:
+        stats.add(check_batch(path, b, first + stats.rows, max_length))
+    return batches, stats
 
 
 def check_counts(where: str, found: ShardStats, meta: dict[str, Any], keys: dict[str, str]) -> None:

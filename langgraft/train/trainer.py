@@ -88,6 +88,7 @@ class Trainer:
         max_length: int,
         where: str = "recipe",
         dims: ParallelDims | None = None,
+        datasets: dict[str, PreparedDataset] | None = None,
     ) -> None:
         self.recipe, self.model, self.tokenizer = recipe, model, tokenizer
         self.device, self.pad_id, self.max_length = device, pad_id, max_length
@@ -97,7 +98,11 @@ class Trainer:
         # Data follows the data-parallel rank: the tp ranks of one group take the same rows.
         self.rank, self.world = self.dims.dp_rank, self.dims.dp
         self.main = rank() == 0
-        self.datasets: dict[str, PreparedDataset] = {}
+        # Already opened (and checked) by train/cli.py, by path; the others open here.
+        opened = dict(datasets or {})
+        self.datasets: dict[str, PreparedDataset] = {
+            d.path: opened[d.path] for s in recipe.stages for d in s.data if d.path in opened
+        }
         # Plan every stage up front: a bad budget in stage 3 fails before stage 1 trains.
         self.plans = [
             plan_stage(recipe, i, self.datasets, max_length, where, self.world)
@@ -105,7 +110,7 @@ class Trainer:
         ]
         for ds in self.datasets.values():
             ds.check_tokenizer(tokenizer_id, recipe.tokenizer or recipe.model)
-        self.eval_sets = [PreparedDataset(p) for p in recipe.eval.data]
+        self.eval_sets = [opened.get(p) or PreparedDataset(p) for p in recipe.eval.data]
         for ds in self.eval_sets:
             ds.check_tokenizer(tokenizer_id, recipe.tokenizer or recipe.model)
         self.chat_templates = stage_templates(recipe, self.datasets, where)  # for the exports
