@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from langgraft import __version__
 from langgraft.errors import UserError
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="CPU threads for torch (intra-op), MKL and the tokenizers in this command; under "
         "`launch`, per rank; torch uses at most the machine's cores. Default: $OMP_NUM_THREADS if set, else the cores this process may "
-        "use (divided among a node's ranks) less the machine's current load, at least 1: "
+        "use (divided among a node's ranks) less those other processes are running on now (the "
+        "kernel's runnable count; under torchrun, the 1-minute load average), at least 1: "
         "threads that wait for a busy core spin, and a 2-core machine shared with one other "
         "job ran 3-10x slower with 2 threads than with 1",
     )
@@ -91,7 +93,7 @@ def default_threads(cores: int, ranks: int, load: float) -> int:
     for a core held by another process spin and stall each other at every parallel region:
     measured on 2 shared cores, one busy loop beside, a 4-layer training step took 3-4x longer
     with 2 threads than with 1, and an eval 4x (figures in BENCHMARKS.md)."""
-    free = max(1, cores - int(load))
+    free = max(1, cores - round(load))
     return max(1, min(cores, free) // max(1, ranks))
 
 
@@ -114,9 +116,41 @@ def chosen_threads(args: argparse.Namespace, env: dict[str, str] | os._Environ) 
     ranks = getattr(args, "nproc_per_node", None) if args.command == "launch" else None
     ranks = ranks or int(env.get("LOCAL_WORLD_SIZE", "1") or 1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    load, what = other_load(ranks)
     n = default_threads(cores or 1, ranks, load)
-    return n, f"default: {cores} cores, {ranks} rank(s) per node, load {load:.1f}"
+    return n, f"default: {cores} cores, {ranks} rank(s) per node, {what} {load:.1f}"
+
+
+def _read_loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return f.read()
+
+
+def runnable_now(read=_read_loadavg, samples: int = 10) -> float | None:
+    """Cores other threads are using now: the mean over `samples` snapshots, 5 ms apart, of the
+    kernel's runnable count (/proc/loadavg's 4th field), less this process's reading thread;
+    None where the kernel does not say (not Linux)."""
+    counts = []
+    try:
+        for i in range(samples):
+            counts.append(int(read().split()[3].split("/")[0]) - 1)
+            if i + 1 < samples:
+                time.sleep(0.005)
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, sum(counts) / len(counts))
+
+
+def other_load(ranks: int) -> tuple[float, str]:
+    """(cores busy with other work, what measured it). One process reads the runnable count now:
+    the 1-minute load average lags, so right after a job ends it still counts that job's threads
+    (measured: an eval started just after lm-eval saw load 1.1 on an idle 2-core machine and took
+    1 thread). A node's ranks start together and would count each other, so they read the
+    1-minute average, which their siblings have not reached yet."""
+    now = runnable_now() if ranks == 1 else None
+    if now is not None:
+        return now, "runnable now"
+    return (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), "load"
 
 
 def configure_threads(args: argparse.Namespace) -> int:

@@ -8,11 +8,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from langgraft.__main__ import chosen_threads, default_threads
+import langgraft.__main__ as cli
+from langgraft.__main__ import chosen_threads, default_threads, runnable_now
 from langgraft.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +52,43 @@ def _langgraft(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
 )
 def test_default_threads(cores, ranks, load, want):
     assert default_threads(cores, ranks, load) == want
+
+
+def test_runnable_now_is_the_mean_snapshot_less_the_reader():
+    snaps = iter(["0.10 0.20 0.30 3/120 999", "0.10 0.20 0.30 2/120 999"] * 5)
+    assert runnable_now(read=lambda: next(snaps)) == 1.5
+    assert runnable_now(read=lambda: "1.00 1.00 1.00 1/80 7", samples=2) == 0.0
+
+    def missing() -> str:
+        raise FileNotFoundError("/proc/loadavg")
+
+    assert runnable_now(read=missing) is None
+    assert runnable_now(read=lambda: "garbage") is None
+
+
+def test_a_job_that_just_ended_leaves_its_cores_free(monkeypatch):
+    """The 1-minute average still counts a job for a minute after it ends (an eval started right
+    after lm-eval took 1 thread of an idle 2-core machine); one process reads the cores busy now."""
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (1.9, 1.5, 1.2))
+    monkeypatch.setattr(cli, "runnable_now", lambda read=None, samples=10: runnable_now(
+        read=lambda: "1.90 1.50 1.20 1/100 4242", samples=2))  # fmt: skip
+    ns = argparse.Namespace(command="eval", threads=None)
+    cores = len(os.sched_getaffinity(0))
+    n, source = chosen_threads(ns, {})
+    assert n == cores and "runnable now 0.0" in source
+    # A node's ranks start together and would count each other: they keep the 1-minute average.
+    n, source = chosen_threads(ns, {"LOCAL_WORLD_SIZE": "2"})
+    assert "load 1.9" in source and n == default_threads(cores, 2, 1.9)
+
+
+def test_a_busy_process_beside_is_counted():
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert runnable_now() >= 0.8
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def test_flag_beats_env_and_bad_values_are_refused():
