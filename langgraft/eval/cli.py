@@ -125,6 +125,7 @@ def load_model(args: ModelArgs) -> tuple[Any, Any]:
 def run_mc(args: argparse.Namespace) -> int:
     from langgraft.eval.mc import check_options
     from langgraft.eval.report import (
+        by_model,
         collect_results,
         compare,
         counts_summary,
@@ -137,11 +138,12 @@ def run_mc(args: argparse.Namespace) -> int:
 
     cfg = from_namespace(McConfig, args)
     if cfg.compare:
-        skipped = collect_results(cfg.compare)[1]
+        found, skipped = collect_results(cfg.compare)
         if skipped:
             log.info("not eval mc results, skipped: %s", " ".join(map(str, skipped)))
-        print(compare(cfg.compare), end="")
-        delta = forgetting(cfg.compare)
+        runs = by_model(found)  # each results.json read once
+        print(compare(runs), end="")
+        delta = forgetting(runs)
         if delta:
             print("\n" + delta, end="")
         return 0

@@ -254,10 +254,14 @@ def collect_results(paths: list[str | Path]) -> tuple[list[tuple[Path, dict]], l
     return list(found.values()), skipped
 
 
-def _by_model(paths: list[str | Path]) -> dict[str, dict[str, tuple[Path, dict]]]:
-    """{model: {task: (path, result)}}, refusing two runs of one model on one task."""
-    runs: dict[str, dict[str, tuple[Path, dict]]] = defaultdict(dict)
-    for path, r in collect_results(paths)[0]:
+Runs = dict[str, dict[str, tuple[Path, dict]]]
+
+
+def by_model(found: list[tuple[Path, dict]]) -> Runs:
+    """{model: {task: (path, result)}} of `collect_results`' runs, refusing two runs of one
+    model on one task."""
+    runs: Runs = defaultdict(dict)
+    for path, r in found:
         model = r.get("model") or str(path)
         if r["task"] in runs[model]:
             raise UserError(
@@ -288,10 +292,14 @@ def _task_order(tasks: set[str]) -> list[str]:
     return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
 
 
-def compare(paths: list[str | Path], metric: str | None = None) -> str:
+def _runs(paths: list[str | Path] | Runs) -> Runs:
+    return paths if isinstance(paths, dict) else by_model(collect_results(paths)[0])
+
+
+def compare(paths: list[str | Path] | Runs, metric: str | None = None) -> str:
     """A markdown table: one row per model, one column per task and scoring mode (micro accuracy
-    x 100); see collect_results for the paths."""
-    runs = _by_model(paths)
+    x 100); see collect_results for the paths (or give `by_model`'s runs, read once)."""
+    runs = _runs(paths)
     if metric is not None:
         for by_task in runs.values():
             for path, r in by_task.values():
@@ -346,10 +354,10 @@ def _delta_se(base: dict, other: dict, pb, po, metric: str) -> tuple[float, str]
     return math.sqrt(sb * sb + so * so), "unpaired"
 
 
-def forgetting(paths: list[str | Path], metric: str | None = None) -> str:
+def forgetting(paths: list[str | Path] | Runs, metric: str | None = None) -> str:
     """Base (the first model given) vs each other model, per benchmark and scoring mode:
     accuracy, the difference in points and whether it exceeds twice its standard error."""
-    runs = _by_model(paths)
+    runs = _runs(paths)
     models = list(runs)
     if len(models) < 2:
         return ""

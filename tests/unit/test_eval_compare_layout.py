@@ -56,6 +56,20 @@ def layout(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_compare_reads_each_results_file_once(layout: Path, monkeypatch, capsys) -> None:
+    import langgraft.eval.report as report
+
+    reads: list[Path] = []
+    real = report.load_result
+    monkeypatch.setattr(report, "load_result", lambda f: reads.append(f) or real(f))
+    assert (
+        main(["eval", "mc", "--compare", str(layout / "eval-base"), str(layout / "eval-grafted")])
+        == 0
+    )
+    assert "eval-grafted" in capsys.readouterr().out
+    assert sorted(reads) == sorted(layout.glob("*/cmmlu/results.json"))
+
+
 def test_readme_glob_over_eval_directories(layout: Path, capsys) -> None:
     # What `langgraft eval mc --compare out/eval-base/* out/eval-grafted/*` passes.
     paths = sorted(map(str, (layout / "eval-base").iterdir()))
