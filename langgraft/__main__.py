@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 def cli() -> None:
     """The `langgraft` console script and `python -m langgraft`: run, then leave."""
     code, command = _run(None)
-    if command not in KEEP_TEARDOWN and "torch" in sys.modules and not _other_threads():
+    if command not in KEEP_TEARDOWN and "torch" in sys.modules and not _watched():
         leave_now(code)
     sys.exit(code)
 
@@ -79,6 +79,12 @@ def cli() -> None:
 # (NCCL's communicators are torn down there; no GPU has checked an abrupt exit) and `launch`
 # waits on torchrun.
 KEEP_TEARDOWN = {"train", "launch"}
+
+
+def _watched() -> bool:
+    """A normal exit is needed: another thread would be waited for, or a profiler or tracer
+    (cProfile, a debugger, coverage) writes its results after the program returns."""
+    return bool(_other_threads()) or sys.getprofile() is not None or sys.gettrace() is not None
 
 
 def _other_threads() -> list[threading.Thread]:

@@ -67,3 +67,17 @@ def test_commands_with_threads_or_process_groups_keep_the_teardown():
     daemon = threading.Thread(target=gate.wait, daemon=True)
     daemon.start()
     assert daemon not in _other_threads()
+
+
+def test_a_profiled_run_keeps_its_profile(tmp_path):
+    """`python -m cProfile -o F -m langgraft ...` writes F after the program returns."""
+    prof = tmp_path / "run.prof"
+    script = tmp_path / "run.py"  # torch loaded, so the fast path would apply
+    script.write_text("import torch\nfrom langgraft.__main__ import cli\ncli()\n")
+    args = ["eval", "mc", "--compare", str(tmp_path / "missing")]  # a quick command, exit 2
+    p = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(prof), str(script), *args],
+        capture_output=True, text=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert "langgraft eval: error" in p.stderr, p.stderr  # (cProfile swallows the exit code)
+    assert prof.stat().st_size > 0
