@@ -41,7 +41,8 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, measured. The time target holds without another CPU-bound job and
     beside one (2026-12-07, 2 cores, one thread per process; docs/demo.md): full 5.0 min wall
     at load 1.6-3.4, 7.0 min beside a busy loop (load 0.8-2.9); 12.1 min beside a busy loop and
-    another job's benchmark (load up to 5.1); --quick beside a busy loop 3.0 min."""
+    another job's benchmark (load up to 5.1); --quick 1.3-1.4 min without another job and
+    1.7-1.8 min beside a busy loop (load 1.0-2.6)."""
     f, limit = summary["bits_per_char"], 2 if summary["quick"] else 10
     rows = []
     for c in ("zh-modern", "zh-classical"):
