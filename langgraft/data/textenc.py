@@ -199,6 +199,12 @@ def split_hf(encoding: Any, boundary: int, skip: int = 0) -> Split:
     return Split(ids, before - skip, before - first, (offsets[first][0], offsets[before - 1][1]))
 
 
+def split_batch(hf: Any, texts: list[str], boundaries: list[int]) -> list[Split]:
+    """Each text encoded whole by a `tokenizers.Tokenizer` and cut at its boundary."""
+    encs = hf.encode_batch(texts, add_special_tokens=False) if texts else []
+    return [split_hf(e, p) for e, p in zip(encs, boundaries, strict=True)]
+
+
 def _probe(n: int) -> list[int]:
     step = max(1, n // SAMPLES_PER_BATCH)
     return list(range(0, n, step))[:SAMPLES_PER_BATCH]
@@ -262,8 +268,7 @@ class TextEncoder:
     def encode_split(self, texts: list[str], boundaries: list[int]) -> list[Split]:
         """Each text encoded whole by tokenizer.json (the ids of `encode`) and cut at its
         boundary (a character index); see `Split`."""
-        encs = self.hf.encode_batch(texts, add_special_tokens=False) if texts else []
-        return [split_hf(e, p) for e, p in zip(encs, boundaries, strict=True)]
+        return split_batch(self.hf, texts, boundaries)
 
     @functools.cached_property
     def sp_rest(self) -> Any:
@@ -370,5 +375,4 @@ class LightTextEncoder:
             self.hf = Tokenizer.from_str(self.hf_json)
             # not part of tokenizer.json: "<s>" in a text stays text, as in the main process
             self.hf.encode_special_tokens = True
-        encs = self.hf.encode_batch(texts, add_special_tokens=False) if texts else []
-        return [split_hf(e, p) for e, p in zip(encs, boundaries, strict=True)]
+        return split_batch(self.hf, texts, boundaries)
