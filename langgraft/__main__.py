@@ -137,13 +137,19 @@ def _run(argv: list[str] | None) -> tuple[int, str]:
             log.debug("torch ran with %d intra-op threads", sys.modules["torch"].get_num_threads())
 
 
-def default_threads(cores: int, ranks: int, load: float) -> int:
+def default_threads(cores: int, ranks: int, load: float, host_cores: int | None = None) -> int:
     """Threads per process when nobody chose: this process's share of the cores (a node's
     `ranks` share them) that the current load leaves free, at least 1. OpenMP threads that wait
     for a core held by another process spin and stall each other at every parallel region:
     measured on 2 shared cores, one busy loop beside, a 4-layer training step took 3-4x longer
-    with 2 threads than with 1, and an eval 4x (figures in BENCHMARKS.md)."""
-    free = max(1, cores - round(load))
+    with 2 threads than with 1, and an eval 4x (figures in BENCHMARKS.md).
+
+    `load` counts the whole machine (`host_cores`; the kernel's figures are not per container),
+    so in a container pinned to some of a big host's cores only what the host's other cores
+    cannot hold is counted against ours: 100 busy on a 128-core host leave a 16-core container
+    its 16."""
+    outside = max(0, (host_cores or cores) - cores)
+    free = max(1, cores - max(0, round(load) - outside))
     return max(1, min(cores, free) // max(1, ranks))
 
 
@@ -167,7 +173,7 @@ def chosen_threads(args: argparse.Namespace, env: dict[str, str] | os._Environ) 
     ranks = ranks or int(env.get("LOCAL_WORLD_SIZE", "1") or 1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load, what = other_load(ranks)
-    n = default_threads(cores or 1, ranks, load)
+    n = default_threads(cores or 1, ranks, load, os.cpu_count())
     return n, f"default: {cores} cores, {ranks} rank(s) per node, {what} {load:.1f}"
 
 

@@ -52,6 +52,20 @@ def _langgraft(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
 )
 def test_default_threads(cores, ranks, load, want):
     assert default_threads(cores, ranks, load) == want
+    assert default_threads(cores, ranks, load, host_cores=cores) == want
+
+
+@pytest.mark.parametrize(
+    ("cores", "host", "load", "want"),
+    [
+        (16, 128, 100.0, 16),  # the host's other 112 cores hold the 100 busy threads
+        (16, 128, 120.0, 8),  # 8 of them must be on ours
+        (16, 128, 200.0, 1),
+        (2, 2, 1.0, 1),  # a whole machine: everything counts
+    ],
+)
+def test_a_container_counts_only_what_the_host_cannot_hold_elsewhere(cores, host, load, want):
+    assert default_threads(cores, 1, load, host_cores=host) == want
 
 
 def test_runnable_now_is_the_mean_snapshot_less_the_reader():
