@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from langgraft import __version__
 from langgraft.errors import UserError
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     return _run(argv)[0]
 
 
-def cli() -> None:
+def cli() -> NoReturn:
     """The `langgraft` console script and `python -m langgraft`: run, then leave."""
     code, command = _run(None)
     if command not in KEEP_TEARDOWN and "torch" in sys.modules and not _watched():
@@ -92,7 +93,7 @@ def _other_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
 
 
-def leave_now(code: int) -> None:
+def leave_now(code: int) -> NoReturn:
     """End the process without tearing down its modules. With torch and transformers loaded
     that teardown alone takes ~1 s (measured: `import torch; from transformers import
     LlamaForCausalLM` 4.2 s wall with a normal exit, 3.2 s with os._exit), a seventh of a small
