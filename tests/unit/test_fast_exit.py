@@ -18,11 +18,14 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def test_atexit_handlers_run_output_is_flushed_and_the_code_kept(tmp_path):
-    marker = tmp_path / "atexit-ran"
+    marker, cyclic = tmp_path / "atexit-ran", tmp_path / "cyclic-flushed"
     code = (
         "import atexit, sys\n"
         "from langgraft.__main__ import leave_now\n"
         f"atexit.register(lambda: open({str(marker)!r}, 'w').write('ran'))\n"
+        "class Writer:\n"  # an unclosed writer in a reference cycle: only a collection flushes it
+        f"    def __del__(self): open({str(cyclic)!r}, 'w').write('flushed')\n"
+        "w = Writer(); w.me = w; del w\n"
         "sys.stdout.write('x' * 200_000)\n"  # more than any pipe buffer, never flushed by hand
         "sys.stderr.write('partial line without newline')\n"
         "leave_now(3)\n"
@@ -35,6 +38,7 @@ def test_atexit_handlers_run_output_is_flushed_and_the_code_kept(tmp_path):
     assert p.stdout == "x" * 200_000
     assert p.stderr.endswith("partial line without newline")
     assert marker.read_text() == "ran"
+    assert cyclic.read_text() == "flushed"
 
 
 def test_a_command_leaves_early_with_its_outputs_whole(shared_data, tmp_path):
