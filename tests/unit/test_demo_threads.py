@@ -89,3 +89,18 @@ def test_time_target_states_the_load_and_threads() -> None:
     assert row["target"] == "total under 2 minutes" and row["met"] is True
     assert "load 2.4-3.1" in row["measured"]
     assert "1 thread(s) per training process" in row["measured"]
+
+
+def test_a_model_that_got_worse_is_not_reported_lower() -> None:
+    """SmolLM2's demo run: modern Chinese 2.361 -> 2.810 bits/char was printed "-19.0% lower"."""
+    from langgraft.demo.report import targets
+
+    worse = {"imported": 2.361, "trained": 2.810, "no-replay": 2.9, "expanded": 2.8}
+    better = {"imported": 40.997, "trained": 5.752, "no-replay": 5.3, "expanded": 40.0}
+    summary = {
+        "quick": False, "total_seconds": 60.0, "timeline": [],
+        "bits_per_char": {"zh-modern": worse, "zh-classical": better, "en-original": better},
+    }  # fmt: skip
+    modern, classical = targets(summary)[:2]
+    assert modern["measured"] == "2.361 -> 2.810 (19.0% higher)" and modern["met"] is False
+    assert classical["measured"] == "40.997 -> 5.752 (86.0% lower)" and classical["met"] is True
