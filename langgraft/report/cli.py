@@ -83,8 +83,10 @@ def last_export(run: Path) -> Path:
 
 def run_report(args: argparse.Namespace) -> int:
     from langgraft.fsutil import atomic_output_dir, check_output
+    from langgraft.report.inputs import load_run
 
     cfg = from_namespace(ReportConfig, args)
+    load_run(cfg.run)  # a wrong RUN_DIR is refused before --out (RUN_DIR/report) is created
     out = cfg.out or cfg.run / "report"
     inputs = report_inputs(cfg)
     check_output(out, cfg.overwrite, inputs)  # before any model is evaluated

@@ -125,6 +125,14 @@ def test_cli_with_an_eval_baseline(inputs: ReportInputs, tmp_path: Path, capsys)
     assert "| held-out corpus | baseline | after |" in md
 
 
+def test_a_wrong_run_dir_leaves_nothing_behind(tmp_path: Path, capsys) -> None:
+    """README: `langgraft report runs/7b ...` before any run exists left an empty runs/7b/."""
+    run = tmp_path / "runs" / "7b"
+    assert main(["report", str(run), "--baseline", str(tmp_path / "eval")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_inputs_are_one_clear_error(inputs: ReportInputs, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no metrics.jsonl"):
         write_report(ReportInputs(run=tmp_path), tmp_path / "r1")
