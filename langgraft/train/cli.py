@@ -134,8 +134,6 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     resume = ckpt.find_checkpoint(out, args.resume) if args.resume else None
     if args.init_from:
         ckpt.check_metadata(Path(args.init_from))  # before anything is loaded
-    if args.resume == "auto" and resume is None:
-        log.info("--resume auto: no checkpoint in %s yet; starting from the beginning", out)
     if resume is not None:  # a refused resume must not touch out/ (recipe.json, the lock)
         check_resume(ckpt.read_recipe(resume), to_dict(recipe), ckpt.read_trainer_state(resume),
                      dims.dp, str(resume))  # fmt: skip
@@ -146,6 +144,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     vocab_rows = int(read_model_config(recipe.model, remote_code_flag=False).get("vocab_size", 0))
     with _one_voice():
         datasets = check_recipe_data(recipe, vocab_rows, str(args.config))
+    if args.resume == "auto" and resume is None:  # said once the inputs are known to be good
+        log.info("--resume auto: no checkpoint in %s yet; starting from the beginning", out)
     # Per data-parallel rank RNG streams (NEFTune noise differs across dp ranks but must be the
     # same on the tp ranks of one group, whose activations are replicated); the data order does
     # not use them (data.py seeds its own generators).

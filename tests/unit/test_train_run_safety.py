@@ -315,3 +315,16 @@ def test_an_oserror_without_a_file_names_the_output(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err.strip()
     assert err == f"langgraft x: error: writing {tmp_path / 'o'}: No space left on device; free " \
         "some space or write elsewhere", err
+
+
+def test_resume_auto_on_missing_inputs_says_only_the_error(tmp_path, capsys, caplog) -> None:
+    """README: `train --config recipes/llama2-7b.yaml --resume auto` without the model printed
+    "starting from the beginning" and then the error."""
+    root = Path(__file__).resolve().parents[2]
+    argv = ["train", "--config", str(root / "recipes" / "llama2-7b.yaml"), "--resume", "auto",
+            f"--out={tmp_path / 'run'}", f"--model={tmp_path / 'model'}"]  # fmt: skip
+    with caplog.at_level("INFO", logger="langgraft"):
+        assert main(argv) == 2
+    assert "no such model directory" in capsys.readouterr().err
+    assert "starting from the beginning" not in caplog.text
+    assert not (tmp_path / "run").exists()
