@@ -12,8 +12,6 @@ paths see identical token ids; the shared prefix is found on those ids, never as
 from __future__ import annotations
 
 import logging
-import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,6 +21,7 @@ from tqdm import tqdm
 from langgraft.errors import UserError
 from langgraft.eval.data import LETTERS, Subject, Task
 from langgraft.eval.greedy import extract_letter, greedy_generate
+from langgraft.eval.progress import Progress
 from langgraft.eval.prompts import PromptParts, Style, style_for, styles_record, subject_prompts
 from langgraft.eval.report import summarize
 from langgraft.eval.scorer import Request, common_prefix_len, letter_variants, score_requests
@@ -165,51 +164,6 @@ def _items_for_subject(
 
 # Off a terminal (a log file, CI, nohup) there is no bar: a line this often says how far the run
 # is, and the first one, after the first subject, how long the whole run should take.
-PROGRESS_EVERY_S = 30.0
-
-
-class _Progress:
-    """Questions done, elapsed time and the time left, as log lines when stderr is not a
-    terminal (the tqdm bar covers a terminal)."""
-
-    def __init__(self, name: str, total: int) -> None:
-        self.name, self.total, self.done = name, total, 0
-        self.start = time.monotonic()
-        self.last: float | None = None
-        self.quiet = sys.stderr.isatty()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.quiet or self.done >= self.total:
-            return
-        if self.last is not None and now - self.last < PROGRESS_EVERY_S:
-            return
-        elapsed = now - self.start
-        left = elapsed / max(1, self.done) * (self.total - self.done)
-        what = "expected total" if self.last is None else "elapsed"
-        shown = elapsed + left if self.last is None else elapsed
-        log.info(
-            "%s: %s/%s questions (%.0f%%), %s %s, about %s left",
-            self.name,
-            f"{self.done:,}",
-            f"{self.total:,}",
-            100 * self.done / self.total,
-            what,
-            _duration(shown),
-            _duration(left),
-        )
-        self.last = now
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _requests(item: _Item, variant_ids: list[int], parts: tuple[str, ...]) -> list[Request]:
     """First request: the prompt, read at its end; then one per multi-token continuation."""
     last = len(item.ids) - 1
@@ -271,7 +225,7 @@ def evaluate_mc(model: Any, tokenizer: Any, task: Task, opts: McOptions | None =
     records: list[dict] = []
     model.eval()
     total = sum(len(s.questions[: opts.limit] if opts.limit else s.questions) for s in subjects)
-    progress = _Progress(task.name, total)
+    progress = Progress(task.name, total)
     for subject in tqdm(subjects, desc=f"{task.name}", unit="subject", disable=None):
         style = styles[subject.language]
         items, _ = _items_for_subject(tokenizer, subject, task, opts, style, max_len - gen_budget)

@@ -33,6 +33,7 @@ from typing import Any
 from tqdm import tqdm
 
 from langgraft.errors import UserError
+from langgraft.eval.progress import Progress
 from langgraft.fsutil import not_utf8
 from langgraft.jsonio import iter_jsonl
 
@@ -248,8 +249,10 @@ def evaluate_text(
     order = sorted(range(len(rows)), key=lambda k: len(rows[k][0]), reverse=True)
     row_nll = [0.0] * len(rows)
     model.eval()
+    starts = range(0, len(order), batch_size)
+    progress = Progress(name, len(starts), "batches")
     with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc=name, unit="batch", disable=None):
+        for start in tqdm(starts, desc=name, unit="batch", disable=None):
             batch = [rows[k] for k in order[start : start + batch_size]]
             width = max(len(r[0]) for r in batch)
             ids = torch.full((len(batch), width), bos, dtype=torch.long)
@@ -268,6 +271,7 @@ def evaluate_text(
             sums = per_token.sum(dim=1).tolist()
             for k, v in zip(order[start : start + batch_size], sums, strict=True):
                 row_nll[k] = v
+            progress.advance(1)
     chars = sum(len(d) for d in docs)
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
     se = _ratio_stderr(row_nll, [float(r[2]) for r in rows]) / math.log(2)
