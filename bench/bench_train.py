@@ -332,7 +332,11 @@ def memory_report(a: argparse.Namespace) -> None:
           f"{full:,.0f} MiB), forward + backward, peak RSS growth:")  # fmt: skip
     for k, v in peaks.items():
         print(f"  {k:8s} {v / 2**20:9,.0f} MiB")
-    print(f"  chunked / today = {peaks['chunked'] / peaks['today']:.3f} (target <= 0.25)")
+    # The chunk is fixed, so the ratio falls as the batch grows: the target is the issue's, for
+    # 4,096 tokens and more (2,048 tokens measured 0.41 by construction).
+    at = "" if a.loss_tokens >= 4096 else "; stated for >= 4,096 tokens: --loss-tokens 4096"
+    ratio = peaks["chunked"] / peaks["today"]
+    print(f"  chunked / today = {ratio:.3f} (target <= 0.25{at})")
 
 
 # ---------------------------------------------------------------- main
