@@ -292,14 +292,14 @@ def _task_order(tasks: set[str]) -> list[str]:
     return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
 
 
-def _runs(paths: list[str | Path] | Runs) -> Runs:
-    return paths if isinstance(paths, dict) else by_model(collect_results(paths)[0])
+def read_runs(paths: list[str | Path]) -> Runs:
+    """`by_model` of the runs among `paths` (see collect_results)."""
+    return by_model(collect_results(paths)[0])
 
 
-def compare(paths: list[str | Path] | Runs, metric: str | None = None) -> str:
+def compare(runs: Runs, metric: str | None = None) -> str:
     """A markdown table: one row per model, one column per task and scoring mode (micro accuracy
-    x 100); see collect_results for the paths (or give `by_model`'s runs, read once)."""
-    runs = _runs(paths)
+    x 100)."""
     if metric is not None:
         for by_task in runs.values():
             for path, r in by_task.values():
@@ -354,10 +354,9 @@ def _delta_se(base: dict, other: dict, pb, po, metric: str) -> tuple[float, str]
     return math.sqrt(sb * sb + so * so), "unpaired"
 
 
-def forgetting(paths: list[str | Path] | Runs, metric: str | None = None) -> str:
+def forgetting(runs: Runs, metric: str | None = None) -> str:
     """Base (the first model given) vs each other model, per benchmark and scoring mode:
     accuracy, the difference in points and whether it exceeds twice its standard error."""
-    runs = _runs(paths)
     models = list(runs)
     if len(models) < 2:
         return ""

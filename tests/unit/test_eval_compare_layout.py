@@ -14,7 +14,7 @@ from eval_helpers import CMMLU, save_tiny_model_dir
 from langgraft.__main__ import main
 from langgraft.errors import UserError
 from langgraft.eval.data import MCQuestion, Subject, Task
-from langgraft.eval.report import compare, forgetting, summarize, write_results
+from langgraft.eval.report import compare, forgetting, read_runs, summarize, write_results
 
 MODES = ["first_token_acc", "loglik_acc"]
 
@@ -89,9 +89,9 @@ def test_readme_glob_over_eval_directories(layout: Path, capsys) -> None:
 
 
 def test_explicit_directories_keep_every_mode(layout: Path) -> None:
-    runs = [layout / "eval-base" / "cmmlu", layout / "eval-grafted" / "cmmlu"]
+    runs = read_runs([layout / "eval-base" / "cmmlu", layout / "eval-grafted" / "cmmlu"])
     assert compare(runs).splitlines()[0] == "| Model | CMMLU first_token | CMMLU loglik |"
-    assert compare([layout / "eval-base", layout / "eval-grafted"]) == compare(runs)
+    assert compare(read_runs([layout / "eval-base", layout / "eval-grafted"])) == compare(runs)
     assert "| CMMLU loglik | eval-grafted | 0.00 | -60.00 |" in forgetting(runs)
     # one mode asked for: one column, titled by the task alone
     assert compare(runs, metric="loglik_acc").splitlines()[0] == "| Model | CMMLU |"
@@ -100,18 +100,18 @@ def test_explicit_directories_keep_every_mode(layout: Path) -> None:
 def test_compare_refuses_what_is_not_a_run(layout: Path) -> None:
     (layout / "empty").mkdir()
     with pytest.raises(UserError, match=r"empty: no results.json in it or its subdirectories"):
-        compare([layout / "eval-base", layout / "empty"])
+        compare(read_runs([layout / "eval-base", layout / "empty"]))
     (layout / "junk.json").write_text("[]")
     with pytest.raises(UserError, match=r"junk.json: not a `langgraft eval mc` results file"):
-        compare([layout / "junk.json"])
+        compare(read_runs([layout / "junk.json"]))
     with pytest.raises(UserError, match=r"no `langgraft eval mc` results among them"):
-        compare([layout / "eval-base" / "eval.json"])
+        compare(read_runs([layout / "eval-base" / "eval.json"]))
     twin = layout / "twin" / "cmmlu"
     twin.mkdir(parents=True)
     base = json.loads((layout / "eval-base" / "cmmlu" / "results.json").read_text())
     (twin / "results.json").write_text(json.dumps(base))
     with pytest.raises(UserError, match=r"a second cmmlu run of model 'eval-base'"):
-        compare([layout / "eval-base", layout / "twin"])
+        compare(read_runs([layout / "eval-base", layout / "twin"]))
 
 
 def test_macro_stderr_is_not_available_when_a_subject_has_one_question() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from langgraft.errors import UserError
 from langgraft.eval.data import MCQuestion, Subject, Task
-from langgraft.eval.report import accuracy, compare, summarize, write_results
+from langgraft.eval.report import accuracy, compare, read_runs, summarize, write_results
 
 
 def _task() -> Task:
@@ -83,14 +83,14 @@ def test_write_results_and_compare(tmp_path: Path) -> None:
     assert (
         "| **overall (micro)** | 6 | 83.33 ± 16.67 |" in (tmp_path / "a" / "results.md").read_text()
     )
-    table = compare([tmp_path / "a", tmp_path / "b" / "results.json"])
+    table = compare(read_runs([tmp_path / "a", tmp_path / "b" / "results.json"]))
     assert table.splitlines()[0] == "| Model | CMMLU |"
     assert "| grafted | 83.33 (5-shot) |" in table
     (tmp_path / "bad.json").write_text(json.dumps({"x": 1}))
     with pytest.raises(UserError, match="not a `langgraft eval mc` results file"):
-        compare([tmp_path / "bad.json"])
+        compare(read_runs([tmp_path / "bad.json"]))
     with pytest.raises(UserError, match="has no metric 'loglik_acc'"):
-        compare([tmp_path / "a"], metric="loglik_acc")
+        compare(read_runs([tmp_path / "a"]), metric="loglik_acc")
 
 
 def _run(tmp_path: Path, name: str, correct: list[bool], with_predictions: bool = True) -> Path:
@@ -120,17 +120,17 @@ def test_forgetting_table_paired_and_unpaired(tmp_path: Path) -> None:
     base = _run(tmp_path, "base", [True] * 50 + [False] * 50)
     # 40 questions turned wrong, none turned right: paired d = -1 on 40 of 100.
     worse = _run(tmp_path, "grafted", [True] * 10 + [False] * 90)
-    rows = forgetting([base, worse]).splitlines()
+    rows = forgetting(read_runs([base, worse])).splitlines()
     assert rows[2] == "| CMMLU | base (base) | 50.00 | | | | |"
     # paired SE: d has mean -0.4, sample var 0.4*0.6*100/99 -> se = sqrt(0.2424/100) = 0.04924
     se = math.sqrt(0.4 * 0.6 * 100 / 99 / 100)
     assert rows[3] == f"| CMMLU | grafted | 10.00 | -40.00 | {200 * se:.2f} | yes | paired |"
     # Without predictions: the two runs' SEs combined.
     worse2 = _run(tmp_path, "close", [True] * 48 + [False] * 52, with_predictions=False)
-    row = forgetting([base, worse2]).splitlines()[3]
+    row = forgetting(read_runs([base, worse2])).splitlines()[3]
     se2 = math.sqrt(0.25 / 99 + 0.48 * 0.52 / 99)
     assert row == f"| CMMLU | close | 48.00 | -2.00 | {200 * se2:.2f} | no | unpaired |"
-    assert forgetting([base]) == ""
+    assert forgetting(read_runs([base])) == ""
     fewer = _run(tmp_path, "fewer", [True] * 10)
     with pytest.raises(UserError, match="10 questions vs 100"):
-        forgetting([base, fewer])
+        forgetting(read_runs([base, fewer]))
