@@ -6,9 +6,13 @@ import argparse
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from langgraft.config import config_command, from_namespace
 from langgraft.errors import UserError
+
+if TYPE_CHECKING:
+    from langgraft.report.inputs import RunData
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +90,12 @@ def run_report(args: argparse.Namespace) -> int:
     from langgraft.report.inputs import load_run
 
     cfg = from_namespace(ReportConfig, args)
-    load_run(cfg.run)  # a wrong RUN_DIR is refused before --out (RUN_DIR/report) is created
+    run = load_run(cfg.run)  # a wrong RUN_DIR is refused before --out (RUN_DIR/report) exists
     out = cfg.out or cfg.run / "report"
     inputs = report_inputs(cfg)
     check_output(out, cfg.overwrite, inputs)  # before any model is evaluated
     with atomic_output_dir(out, cfg.overwrite, inputs) as tmp:
-        _write(cfg, tmp)
+        _write(cfg, tmp, run)
     print(f"wrote {out}/report.md and {out}/report.html")
     return 0
 
@@ -104,17 +108,15 @@ def report_inputs(cfg: ReportConfig) -> list[Path | None]:
     return [*read, cfg.baseline, *_pairs(cfg.eval).values(), cfg.tokenizer_report]
 
 
-def _write(cfg: ReportConfig, out: Path) -> Path:
+def _write(cfg: ReportConfig, out: Path, run: RunData) -> Path:
     from langgraft.report.build import ReportInputs, write_report
     from langgraft.report.evaluate import EvalPlan, evaluate_model
-    from langgraft.report.inputs import load_run
 
     evals: dict[str, Path] = {}
     baseline = final = None
     if cfg.baseline is not None:
         baseline = "baseline"
         if (cfg.baseline / "config.json").is_file():
-            run = load_run(cfg.run)
             export = last_export(cfg.run)
             plan = EvalPlan(corpora=heldout_texts(run.recipe or {}, export, cfg.max_rows))
             evals["baseline"] = evaluate_model(
